@@ -333,4 +333,3 @@ func withEnv(env map[string]string, kv ...string) map[string]string {
 	}
 	return out
 }
-
