@@ -1,0 +1,67 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// migrations[i] moves the schema from version i to i+1. Append only.
+var migrations = []string{
+	`CREATE TABLE messages (
+		id          INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: ids are cursors
+		topic       TEXT    NOT NULL,
+		payload     BLOB    NOT NULL,
+		qos         INTEGER NOT NULL,
+		retained    INTEGER NOT NULL,
+		duplicate   INTEGER NOT NULL,
+		received_at INTEGER NOT NULL, -- Unix microseconds, UTC
+		client_id   TEXT    NOT NULL,
+		packet_id   INTEGER NOT NULL
+	);
+	-- Topic prefix ranges, newest first within a topic.
+	CREATE INDEX messages_topic_id ON messages (topic, id);
+	-- Time ranges and retention.
+	CREATE INDEX messages_received_at ON messages (received_at);
+	-- Redelivery lookup: newest row of a client with a packet id.
+	CREATE INDEX messages_client_packet ON messages (client_id, packet_id, id);
+	CREATE INDEX messages_client_id ON messages (client_id, id);`,
+}
+
+func migrate(ctx context.Context, db *sql.DB) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, ignoreDone(tx.Rollback()))
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	var version int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("init schema_version: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read schema_version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(migrations))
+	}
+	for v := version; v < len(migrations); v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("migrate to version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+		return fmt.Errorf("update schema_version: %w", err)
+	}
+	return tx.Commit()
+}

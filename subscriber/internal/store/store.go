@@ -1,0 +1,65 @@
+// Package store holds the domain of the subscriber: a received MQTT message
+// and the Store that keeps it. The adapters (sqlite, postgres) implement
+// Store; ingest writes to it and api reads from it.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Message is one received PUBLISH as it is stored.
+type Message struct {
+	ID         int64 // assigned by the store, increasing with commit order
+	Topic      string
+	Payload    []byte
+	QoS        byte
+	Retained   bool
+	Duplicate  bool // stored although it may be a redelivery of a stored message
+	ReceivedAt time.Time
+
+	// ClientID and PacketID identify the delivery, so that a redelivery
+	// (same packet id, DUP flag) can be recognised after a reconnect.
+	ClientID string
+	PacketID uint16
+}
+
+// Query selects stored messages, newest first.
+type Query struct {
+	Filter string    // a valid MQTT topic filter
+	Since  time.Time // inclusive; zero means unbounded
+	Until  time.Time // exclusive; zero means unbounded
+	Before int64     // only ids <= Before; zero means unbounded
+	Limit  int       // at most this many rows
+}
+
+// Redelivery is what a store knows about an earlier delivery with the same
+// client and packet id.
+type Redelivery struct {
+	Message Message
+	// Later counts the QoS 1 and 2 messages the same client stored after
+	// Message, up to the bound given to LatestByPacketID.
+	Later int
+}
+
+// ErrNotFound is returned when no row answers a lookup.
+var ErrNotFound = errors.New("not found")
+
+// Store keeps messages. Implementations are safe for concurrent use.
+type Store interface {
+	// Insert stores msgs in one transaction, in order, and sets their IDs.
+	Insert(ctx context.Context, msgs []Message) error
+	// List returns at most q.Limit messages matching q, newest first.
+	List(ctx context.Context, q Query) ([]Message, error)
+	// LatestByPacketID returns the newest message stored by clientID with
+	// packetID, counting later messages of that client up to max; it
+	// returns ErrNotFound when there is none.
+	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (Redelivery, error)
+	// DeleteBefore deletes at most limit messages received before cutoff,
+	// oldest first, and returns how many it deleted.
+	DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,65 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+)
+
+// BenchmarkInsert measures committing batches of size messages.
+func BenchmarkInsert(b *testing.B, o Opener, size int) {
+	s := o(b)
+	defer s.Close()
+	ctx := context.Background()
+	payload := []byte(`{"temperature":21.5,"humidity":40}`)
+	batch := make([]store.Message, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		for j := range batch {
+			batch[j] = store.Message{
+				Topic: fmt.Sprintf("bench/room%d/temperature", j%50), Payload: payload, QoS: 1,
+				ReceivedAt: time.Now(), ClientID: "bench", PacketID: uint16(i*size + j),
+			}
+		}
+		if err := s.Insert(ctx, batch); err != nil {
+			b.Fatalf("insert: %v", err)
+		}
+	}
+	b.ReportMetric(float64(size), "msgs/op")
+}
+
+// BenchmarkList measures a filtered page over rows stored messages.
+func BenchmarkList(b *testing.B, o Opener, rows int, filter string) {
+	s := o(b)
+	defer s.Close()
+	ctx := context.Background()
+	batch := make([]store.Message, 0, 500)
+	for i := range rows {
+		batch = append(batch, store.Message{
+			Topic:   fmt.Sprintf("site%d/room%d/temperature", i%10, i%100),
+			Payload: []byte("21.5"), QoS: 1, ReceivedAt: base.Add(time.Duration(i) * time.Millisecond),
+			ClientID: "bench", PacketID: uint16(i),
+		})
+		if len(batch) == cap(batch) || i == rows-1 {
+			if err := s.Insert(ctx, batch); err != nil {
+				b.Fatalf("insert: %v", err)
+			}
+			batch = batch[:0]
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		msgs, err := s.List(ctx, store.Query{Filter: filter, Limit: 100})
+		if err != nil {
+			b.Fatalf("list: %v", err)
+		}
+		if len(msgs) == 0 {
+			b.Fatalf("list %q: no rows", filter)
+		}
+	}
+}

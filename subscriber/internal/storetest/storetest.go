@@ -1,0 +1,329 @@
+// Package storetest is the behaviour every store.Store must have, as one
+// test suite and a few benchmarks that each adapter runs against its real
+// backend.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+)
+
+// Opener returns a new, empty store; the suite closes it.
+type Opener func(tb testing.TB) store.Store
+
+// base is a fixed instant so that time filters are exact.
+var base = time.Date(2026, 11, 24, 10, 0, 0, 123456000, time.UTC)
+
+func msg(topic string, at time.Duration) store.Message {
+	return store.Message{
+		Topic: topic, Payload: []byte("p:" + topic), QoS: 1,
+		ReceivedAt: base.Add(at), ClientID: "sub", PacketID: 1,
+	}
+}
+
+func open(t *testing.T, o Opener) store.Store {
+	t.Helper()
+	s := o(t)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+func mustInsert(t *testing.T, s store.Store, msgs ...store.Message) []store.Message {
+	t.Helper()
+	if err := s.Insert(context.Background(), msgs); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	return msgs
+}
+
+func mustList(t *testing.T, s store.Store, q store.Query) []store.Message {
+	t.Helper()
+	if q.Limit == 0 {
+		q.Limit = 1000
+	}
+	got, err := s.List(context.Background(), q)
+	if err != nil {
+		t.Fatalf("list %+v: %v", q, err)
+	}
+	return got
+}
+
+func topics(msgs []store.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Topic
+	}
+	return out
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Run runs the suite; open must return a fresh, empty store each call.
+func Run(t *testing.T, o Opener) {
+	t.Run("InsertSetsIncreasingIDs", func(t *testing.T) { testInsert(t, o) })
+	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, o) })
+	t.Run("NewestFirst", func(t *testing.T) { testNewestFirst(t, o) })
+	t.Run("Filter", func(t *testing.T) { testFilter(t, o) })
+	t.Run("TimeRange", func(t *testing.T) { testTimeRange(t, o) })
+	t.Run("Paging", func(t *testing.T) { testPaging(t, o) })
+	t.Run("LatestByPacketID", func(t *testing.T) { testLatestByPacketID(t, o) })
+	t.Run("DeleteBefore", func(t *testing.T) { testDeleteBefore(t, o) })
+	t.Run("Ping", func(t *testing.T) {
+		if err := open(t, o).Ping(context.Background()); err != nil {
+			t.Errorf("ping: %v", err)
+		}
+	})
+}
+
+func testInsert(t *testing.T, o Opener) {
+	s := open(t, o)
+	if err := s.Insert(context.Background(), nil); err != nil {
+		t.Fatalf("insert of nothing: %v", err)
+	}
+	a := mustInsert(t, s, msg("a", 0), msg("b", 0), msg("c", 0))
+	b := mustInsert(t, s, msg("d", 0))
+	ids := []int64{a[0].ID, a[1].ID, a[2].ID, b[0].ID}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] <= ids[i-1] {
+			t.Errorf("ids %v are not increasing", ids)
+		}
+	}
+	if ids[0] <= 0 {
+		t.Errorf("first id = %d, want > 0", ids[0])
+	}
+}
+
+func testRoundTrip(t *testing.T, o Opener) {
+	s := open(t, o)
+	binary := make([]byte, 256)
+	for i := range binary {
+		binary[i] = byte(i)
+	}
+	in := []store.Message{
+		{Topic: "bin/all", Payload: binary, QoS: 2, Retained: true, Duplicate: true,
+			ReceivedAt: base, ClientID: "client-a", PacketID: 65535},
+		{Topic: "empty", Payload: []byte{}, QoS: 0, ReceivedAt: base.Add(time.Microsecond), ClientID: "client-a"},
+		{Topic: "unicode/températüre/日本", Payload: []byte("21.5 °C"), QoS: 1,
+			ReceivedAt: base.Add(time.Second), ClientID: "client-b", PacketID: 7},
+	}
+	mustInsert(t, s, in...)
+	got := mustList(t, s, store.Query{Filter: "#"})
+	if len(got) != len(in) {
+		t.Fatalf("got %d messages, want %d", len(got), len(in))
+	}
+	for i, want := range in {
+		g := got[len(got)-1-i]
+		if g.ID != want.ID || g.Topic != want.Topic || !bytes.Equal(g.Payload, want.Payload) ||
+			g.QoS != want.QoS || g.Retained != want.Retained || g.Duplicate != want.Duplicate ||
+			!g.ReceivedAt.Equal(want.ReceivedAt) || g.ClientID != want.ClientID || g.PacketID != want.PacketID {
+			t.Errorf("got %+v,\nwant %+v", g, want)
+		}
+		if g.Payload == nil {
+			t.Errorf("payload of %q is nil, want non-nil", g.Topic)
+		}
+		if g.ReceivedAt.Location() != time.UTC {
+			t.Errorf("received_at of %q in %v, want UTC", g.Topic, g.ReceivedAt.Location())
+		}
+	}
+}
+
+func testNewestFirst(t *testing.T, o Opener) {
+	s := open(t, o)
+	for i := range 5 {
+		mustInsert(t, s, msg(fmt.Sprintf("t/%d", i), time.Duration(i)*time.Second))
+	}
+	got := topics(mustList(t, s, store.Query{Filter: "#", Limit: 3}))
+	if want := []string{"t/4", "t/3", "t/2"}; !equal(got, want) {
+		t.Errorf("limit 3: got %v, want %v", got, want)
+	}
+}
+
+func testFilter(t *testing.T, o Opener) {
+	s := open(t, o)
+	all := []string{
+		"sport", "sport/tennis", "sport/tennis/player1", "sport/tennis/player1/ranking",
+		"sport/golf", "sport/", "sportx", "/finance", "finance", "$SYS/broker/load",
+		"living/room1/temperature", "living/room2/temperature", "living/room1/humidity",
+		"a/b%c", "a/b_c", "a/b.c", "a/b*c", "é/ü",
+	}
+	var in []store.Message
+	for i, tp := range all {
+		in = append(in, msg(tp, time.Duration(i)*time.Millisecond))
+	}
+	mustInsert(t, s, in...)
+	// Results are newest first, i.e. the reverse of all's order.
+	tests := []struct {
+		filter string
+		want   []string
+	}{
+		{"sport/#", []string{"sport/", "sport/golf", "sport/tennis/player1/ranking", "sport/tennis/player1", "sport/tennis", "sport"}},
+		{"sport/+", []string{"sport/", "sport/golf", "sport/tennis"}},
+		{"sport/tennis/+", []string{"sport/tennis/player1"}},
+		{"+", []string{"finance", "sportx", "sport"}},
+		{"+/+", []string{"é/ü", "a/b*c", "a/b.c", "a/b_c", "a/b%c", "/finance", "sport/", "sport/golf", "sport/tennis"}},
+		{"+/room1/+", []string{"living/room1/humidity", "living/room1/temperature"}},
+		{"+/room3/+", nil},
+		{"living/+/temperature", []string{"living/room2/temperature", "living/room1/temperature"}},
+		{"living/room1/#", []string{"living/room1/humidity", "living/room1/temperature"}},
+		{"$SYS/#", []string{"$SYS/broker/load"}},
+		{"+/broker/load", nil},
+		{"a/b%c", []string{"a/b%c"}},
+		{"a/b.c", []string{"a/b.c"}},
+		{"a/+", []string{"a/b*c", "a/b.c", "a/b_c", "a/b%c"}},
+		{"é/+", []string{"é/ü"}},
+		{"sport", []string{"sport"}},
+		{"nothing/#", nil},
+	}
+	for _, tt := range tests {
+		got := topics(mustList(t, s, store.Query{Filter: tt.filter}))
+		if !equal(got, tt.want) {
+			t.Errorf("filter %q: got %q, want %q", tt.filter, got, tt.want)
+		}
+	}
+	if got := mustList(t, s, store.Query{Filter: "#"}); len(got) != len(all)-1 {
+		t.Errorf("filter #: got %d messages, want %d (all but $SYS)", len(got), len(all)-1)
+	}
+}
+
+func testTimeRange(t *testing.T, o Opener) {
+	s := open(t, o)
+	for i := range 5 {
+		mustInsert(t, s, msg(fmt.Sprintf("t/%d", i), time.Duration(i)*time.Second))
+	}
+	tests := []struct {
+		name         string
+		since, until time.Time
+		want         []string
+	}{
+		{"since inclusive", base.Add(3 * time.Second), time.Time{}, []string{"t/4", "t/3"}},
+		{"until exclusive", time.Time{}, base.Add(2 * time.Second), []string{"t/1", "t/0"}},
+		{"both", base.Add(time.Second), base.Add(3 * time.Second), []string{"t/2", "t/1"}},
+		{"microsecond before", base.Add(2*time.Second - time.Microsecond), base.Add(2*time.Second + time.Microsecond), []string{"t/2"}},
+		{"empty", base.Add(10 * time.Second), time.Time{}, nil},
+	}
+	for _, tt := range tests {
+		got := topics(mustList(t, s, store.Query{Filter: "#", Since: tt.since, Until: tt.until}))
+		if !equal(got, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// testPaging walks the pages the way the API does (before = last id - 1)
+// while new messages arrive, and checks no row is skipped or repeated.
+func testPaging(t *testing.T, o Opener) {
+	s := open(t, o)
+	var want []int64
+	for i := range 23 {
+		tp := "page/a"
+		if i%3 == 0 {
+			tp = "other"
+		}
+		m := mustInsert(t, s, msg(tp, time.Duration(i)*time.Second))
+		if tp == "page/a" {
+			want = append([]int64{m[0].ID}, want...)
+		}
+	}
+	var got []int64
+	before := int64(0)
+	for page := 0; ; page++ {
+		if page > 20 {
+			t.Fatal("paging does not end")
+		}
+		msgs := mustList(t, s, store.Query{Filter: "page/#", Before: before, Limit: 4})
+		for _, m := range msgs {
+			got = append(got, m.ID)
+		}
+		if len(msgs) < 4 {
+			break
+		}
+		before = msgs[len(msgs)-1].ID - 1
+		// Newer rows must not disturb the pages still to come.
+		mustInsert(t, s, msg("page/a", time.Hour))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("paged ids %v, want %v", got, want)
+	}
+}
+
+func testLatestByPacketID(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	mk := func(client string, id uint16, payload string, qos byte) store.Message {
+		return store.Message{Topic: "d", Payload: []byte(payload), QoS: qos, ReceivedAt: base, ClientID: client, PacketID: id}
+	}
+	if _, err := s.LatestByPacketID(ctx, "a", 1, 10); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("empty store: err = %v, want ErrNotFound", err)
+	}
+	mustInsert(t, s, mk("a", 1, "old", 1), mk("a", 2, "x", 1), mk("b", 1, "other client", 1))
+	mustInsert(t, s, mk("a", 1, "new", 1), mk("a", 3, "y", 1), mk("a", 0, "qos0", 0), mk("a", 4, "z", 2))
+	r, err := s.LatestByPacketID(ctx, "a", 1, 10)
+	if err != nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	if string(r.Message.Payload) != "new" || r.Later != 2 {
+		t.Errorf("got payload %q later %d, want %q later 2 (QoS 0 not counted)", r.Message.Payload, r.Later, "new")
+	}
+	if r, err := s.LatestByPacketID(ctx, "a", 1, 1); err != nil || r.Later != 1 {
+		t.Errorf("bounded count: later %d err %v, want 1 nil", r.Later, err)
+	}
+	if r, err := s.LatestByPacketID(ctx, "b", 1, 10); err != nil || string(r.Message.Payload) != "other client" || r.Later != 0 {
+		t.Errorf("client b: got %q later %d err %v", r.Message.Payload, r.Later, err)
+	}
+	if _, err := s.LatestByPacketID(ctx, "a", 9, 10); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown packet: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testDeleteBefore(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	for i := range 10 {
+		mustInsert(t, s, msg(fmt.Sprintf("t/%d", i), time.Duration(i)*time.Second))
+	}
+	cutoff := base.Add(7 * time.Second)
+	n, err := s.DeleteBefore(ctx, cutoff, 3)
+	if err != nil || n != 3 {
+		t.Fatalf("first batch: deleted %d, err %v, want 3 nil", n, err)
+	}
+	if got, want := topics(mustList(t, s, store.Query{Filter: "#"})), []string{"t/9", "t/8", "t/7", "t/6", "t/5", "t/4", "t/3"}; !equal(got, want) {
+		t.Errorf("after first batch: got %v, want %v (oldest go first)", got, want)
+	}
+	total := n
+	for {
+		n, err := s.DeleteBefore(ctx, cutoff, 3)
+		if err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		total += n
+		if n < 3 {
+			break
+		}
+	}
+	if total != 7 {
+		t.Errorf("deleted %d in all, want 7", total)
+	}
+	if got, want := topics(mustList(t, s, store.Query{Filter: "#"})), []string{"t/9", "t/8", "t/7"}; !equal(got, want) {
+		t.Errorf("after retention: got %v, want %v", got, want)
+	}
+}
