@@ -1,0 +1,66 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrations[i] moves the schema from version i to i+1. Append only.
+var migrations = []string{
+	`CREATE TABLE messages (
+		id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		-- "C": byte order, so a topic prefix is an index range.
+		topic       text COLLATE "C" NOT NULL,
+		payload     bytea       NOT NULL,
+		qos         smallint    NOT NULL,
+		retained    boolean     NOT NULL,
+		duplicate   boolean     NOT NULL,
+		received_at timestamptz NOT NULL,
+		client_id   text        NOT NULL,
+		packet_id   integer     NOT NULL
+	);
+	CREATE INDEX messages_topic_id ON messages (topic, id);
+	CREATE INDEX messages_received_at ON messages (received_at);
+	CREATE INDEX messages_client_packet ON messages (client_id, packet_id, id);
+	CREATE INDEX messages_client_id ON messages (client_id, id);`,
+}
+
+// migrationLock serialises subscribers that start at once on one database.
+const migrationLock = 0x6d717474 // "mqtt"
+
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)`); err != nil {
+			return fmt.Errorf("create schema_version: %w", err)
+		}
+		var version int
+		err := tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+				return fmt.Errorf("init schema_version: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("read schema_version: %w", err)
+		}
+		if version > len(migrations) {
+			return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(migrations))
+		}
+		for v := version; v < len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", v+1, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, len(migrations)); err != nil {
+			return fmt.Errorf("update schema_version: %w", err)
+		}
+		return nil
+	})
+}
