@@ -1,0 +1,75 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+)
+
+// problem is an RFC 9457 problem details object. Type is always
+// about:blank, so Title is the status phrase.
+type problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail"`
+	Instance string `json:"instance,omitempty"`
+	// Index is the 0-based index of the batch item at fault.
+	Index *int `json:"index,omitempty"`
+	// Results are the per-item outcomes of a batch that failed part-way.
+	Results []batchResult `json:"results,omitempty"`
+}
+
+// newProblem describes err. The details of a client error are meant for the
+// client; an internal error's are not, so those say only where to look.
+func newProblem(r *http.Request, err error) problem {
+	status := statusOf(err)
+	p := problem{
+		Type:     "about:blank",
+		Title:    http.StatusText(status),
+		Status:   status,
+		Detail:   err.Error(),
+		Instance: r.URL.Path,
+	}
+	if status == http.StatusInternalServerError {
+		p.Detail = "internal error; the publisher's log has the cause"
+	}
+	var ie *itemError
+	if errors.As(err, &ie) {
+		p.Index = &ie.index
+	}
+	return p
+}
+
+// writeError answers err as problem details and logs what the server, not
+// the client, must look into.
+func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	writeProblem(log, w, r, newProblem(r, err), err)
+}
+
+func writeProblem(log *slog.Logger, w http.ResponseWriter, r *http.Request, p problem, err error) {
+	if p.Status >= 500 {
+		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", p.Status, "error", err)
+	} else {
+		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", p.Status, "error", err)
+	}
+	writeJSON(log, w, "application/problem+json", p.Status, p)
+}
+
+func writeJSON(log *slog.Logger, w http.ResponseWriter, contentType string, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only a programming error gets here: every value written is plain data.
+		log.Error("encode response", "error", err)
+		status = http.StatusInternalServerError
+		contentType = "application/problem+json"
+		body = []byte(`{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"internal error; the publisher's log has the cause"}`)
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if _, err := w.Write(append(body, '\n')); err != nil {
+		log.Debug("write response", "error", err)
+	}
+}

@@ -1,0 +1,39 @@
+// Package api is the publisher's HTTP adapter: routes, request decoding,
+// authentication and RFC 9457 problem details.
+package api
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-stack/mqtt-stack/publisher/internal/config"
+)
+
+// Broker is everything the API needs from the MQTT side.
+type Broker interface {
+	Publisher
+	BatchPublisher
+	Connection
+}
+
+// NewServer returns the publisher's HTTP API. reg receives the HTTP metrics
+// and is served on /metrics with everything else registered on it.
+func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Registry) (http.Handler, error) {
+	m, err := newHTTPMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	lim := limits{
+		defaultQoS:   byte(cfg.QoS),
+		maxPayload:   cfg.MaxMessageBytes,
+		maxBody:      cfg.MaxBodyBytes(),
+		maxBatchBody: cfg.MaxBatchBytes,
+	}
+	r := chi.NewRouter()
+	r.Use(recoverPanic(log), observe(log, m), cors(cfg.CORSAllowedOrigins))
+	addRoutes(r, log, cfg, lim, b, reg)
+	return r, nil
+}

@@ -1,0 +1,332 @@
+// Package broker is the publisher's MQTT adapter: one Eclipse Paho client
+// that keeps itself connected, announces its status and publishes messages
+// with a bounded wait for their acknowledgement.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-stack/mqtt-stack/publisher/internal/message"
+)
+
+// The errors Publish returns, under the names this package's callers expect.
+var (
+	ErrNotConnected   = message.ErrNotConnected
+	ErrConnectionLost = message.ErrConnectionLost
+	ErrTimeout        = message.ErrTimeout
+)
+
+// Status payloads on the status topic.
+const (
+	statusOnline  = "online"
+	statusOffline = "offline"
+)
+
+// Options configure a Client.
+type Options struct {
+	URL         string
+	ClientID    string
+	Username    string
+	Password    string
+	TLS         *tls.Config
+	StatusTopic string
+	// PublishTimeout bounds the wait for an acknowledgement.
+	PublishTimeout time.Duration
+	// Registerer receives the client's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Client publishes to one broker. It is safe for concurrent use.
+type Client struct {
+	log     *slog.Logger
+	mqtt    mqtt.Client
+	opts    Options
+	metrics *metrics
+
+	mu sync.Mutex
+	// lost is closed when the current connection drops, which ends every
+	// wait for an acknowledgement sent on it: with auto reconnect, Paho keeps
+	// such tokens open until a later session resends the message.
+	lost     chan struct{}
+	connects int
+}
+
+// New makes a client and starts connecting in the background: it retries
+// until the broker answers and reconnects whenever the connection drops, so
+// the publisher can start before the broker. Close stops it.
+func New(log *slog.Logger, o Options) (*Client, error) {
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{log: log, opts: o, metrics: m, lost: closedChan()}
+
+	po := mqtt.NewClientOptions().
+		AddBroker(o.URL).
+		SetClientID(o.ClientID).
+		SetUsername(o.Username).
+		SetPassword(o.Password).
+		SetCleanSession(true).
+		SetKeepAlive(30*time.Second).
+		SetPingTimeout(10*time.Second).
+		SetConnectTimeout(10*time.Second).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(10*time.Second).
+		// Publish blocks while Paho hands the packet to its writer; bound it
+		// like the acknowledgement.
+		SetWriteTimeout(o.PublishTimeout).
+		SetBinaryWill(o.StatusTopic, []byte(statusOffline), 1, true).
+		SetOnConnectHandler(c.onConnect).
+		SetConnectionLostHandler(c.onConnectionLost).
+		SetConnectionNotificationHandler(c.onNotification)
+	if o.TLS != nil {
+		po.SetTLSConfig(o.TLS)
+	}
+	c.mqtt = mqtt.NewClient(po)
+	// With ConnectRetry the token completes only once connected (or after
+	// Disconnect), and failures arrive through onNotification, so there is
+	// nothing to wait for here.
+	c.mqtt.Connect()
+	log.Info("mqtt connecting", "broker", o.URL, "client_id", o.ClientID)
+	return c, nil
+}
+
+func closedChan() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
+func (c *Client) onConnect(client mqtt.Client) {
+	c.mu.Lock()
+	c.lost = make(chan struct{})
+	c.connects++
+	reconnect := c.connects > 1
+	c.mu.Unlock()
+
+	c.metrics.connected.Set(1)
+	if reconnect {
+		c.metrics.reconnects.Inc()
+	}
+	c.log.Info("mqtt connected", "broker", c.opts.URL, "reconnect", reconnect)
+
+	// The will covers a crash; this replaces the retained offline left by it
+	// or by a graceful stop.
+	t := client.Publish(c.opts.StatusTopic, 1, true, statusOnline)
+	if !t.WaitTimeout(c.opts.PublishTimeout) {
+		c.log.Warn("mqtt status not acknowledged", "topic", c.opts.StatusTopic, "status", statusOnline, "timeout", c.opts.PublishTimeout)
+		return
+	}
+	if err := t.Error(); err != nil {
+		c.log.Warn("mqtt status publish failed", "topic", c.opts.StatusTopic, "status", statusOnline, "error", err)
+	}
+}
+
+func (c *Client) onConnectionLost(_ mqtt.Client, err error) {
+	c.markLost()
+	c.log.Warn("mqtt connection lost", "broker", c.opts.URL, "error", err)
+}
+
+func (c *Client) markLost() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.lost:
+	default:
+		close(c.lost)
+	}
+	c.metrics.connected.Set(0)
+}
+
+func (c *Client) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
+	switch n := n.(type) {
+	case mqtt.ConnectionNotificationFailed:
+		c.log.Warn("mqtt connect failed", "broker", c.opts.URL, "error", n.Reason)
+	case mqtt.ConnectionNotificationBrokerFailed:
+		c.log.Debug("mqtt connect attempt failed", "broker", n.Broker.String(), "error", n.Reason)
+	case mqtt.ConnectionNotificationConnecting:
+		c.log.Debug("mqtt connect attempt", "broker", c.opts.URL, "reconnect", n.IsReconnect, "attempt", n.Attempt)
+	}
+}
+
+// Connected reports whether the connection to the broker is open.
+func (c *Client) Connected() bool {
+	_, ok := c.connection()
+	return ok
+}
+
+// connection returns the current connection's lost channel and whether it
+// is open. Paho's IsConnected is true while it retries, and Publish would
+// then queue the message for later; only an open connection counts here.
+func (c *Client) connection() (<-chan struct{}, bool) {
+	if !c.mqtt.IsConnectionOpen() {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.lost:
+		return nil, false
+	default:
+		return c.lost, true
+	}
+}
+
+// Publish sends m and waits for it to complete: written to the connection
+// for QoS 0, PUBACK for QoS 1, PUBCOMP for QoS 2. It returns ErrNotConnected
+// at once when the connection is not open, ErrConnectionLost when it drops
+// during the wait and ErrTimeout when the wait exceeds the publish timeout.
+func (c *Client) Publish(ctx context.Context, m message.Message) error {
+	return c.PublishAll(ctx, []message.Message{m})[0]
+}
+
+// PublishAll sends every message, in order, before waiting for any
+// acknowledgement, so a batch costs about one round trip rather than one per
+// message. One publish timeout bounds the whole batch. The result has an
+// error, or nil, per message; a message whose error is ErrNotConnected, or
+// ErrTimeout before it was sent, never left the publisher.
+func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout, ErrTimeout)
+	defer cancel()
+
+	type inflight struct {
+		token mqtt.Token
+		lost  <-chan struct{}
+		start time.Time
+	}
+	errs := make([]error, len(msgs))
+	sent := make([]inflight, len(msgs))
+	for i, m := range msgs {
+		if ctx.Err() != nil {
+			errs[i] = context.Cause(ctx)
+			continue
+		}
+		lost, ok := c.connection()
+		if !ok {
+			errs[i] = ErrNotConnected
+			continue
+		}
+		sent[i] = inflight{token: c.mqtt.Publish(m.Topic, m.QoS, m.Retain, m.Payload), lost: lost, start: time.Now()}
+	}
+	for i, s := range sent {
+		if s.token == nil {
+			c.metrics.observe(msgs[i].QoS, errs[i], 0)
+			continue
+		}
+		errs[i] = wait(ctx, s.token, s.lost)
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Topic, errs[i])
+		}
+		c.metrics.observe(msgs[i].QoS, errs[i], time.Since(s.start))
+	}
+	return errs
+}
+
+func wait(ctx context.Context, t mqtt.Token, lost <-chan struct{}) error {
+	// A completed token wins over a deadline that passed meanwhile.
+	select {
+	case <-t.Done():
+		return t.Error()
+	default:
+	}
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-lost:
+		return ErrConnectionLost
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Close announces offline on the status topic (a graceful disconnect does
+// not trigger the will) and disconnects, within ctx.
+func (c *Client) Close(ctx context.Context) error {
+	var err error
+	if _, ok := c.connection(); ok {
+		t := c.mqtt.Publish(c.opts.StatusTopic, 1, true, statusOffline)
+		select {
+		case <-t.Done():
+			if terr := t.Error(); terr != nil {
+				err = fmt.Errorf("publish offline status: %w", terr)
+			}
+		case <-ctx.Done():
+			err = fmt.Errorf("publish offline status: %w", context.Cause(ctx))
+		}
+	}
+	quiesce := 250 * time.Millisecond
+	if d, ok := ctx.Deadline(); ok {
+		quiesce = min(quiesce, max(time.Until(d), 0))
+	}
+	c.mqtt.Disconnect(uint(quiesce.Milliseconds()))
+	c.markLost()
+	c.log.Info("mqtt disconnected", "broker", c.opts.URL)
+	return err
+}
+
+type metrics struct {
+	publishes  *prometheus.CounterVec
+	ackSeconds *prometheus.HistogramVec
+	connected  prometheus.Gauge
+	reconnects prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_mqtt_publishes_total",
+			Help: "MQTT publishes by result (ok, not_connected, connection_lost, timeout, error) and QoS.",
+		}, []string{"result", "qos"}),
+		ackSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "publisher_mqtt_ack_seconds",
+			Help:    "Time from sending a publish to its completion (written, PUBACK or PUBCOMP), by QoS.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"qos"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_mqtt_connected",
+			Help: "1 while the connection to the broker is open, else 0.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_mqtt_reconnects_total",
+			Help: "Connections made to the broker after the first.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.publishes, m.ackSeconds, m.connected, m.reconnects} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register broker metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(qos byte, err error, d time.Duration) {
+	q := strconv.Itoa(int(qos))
+	result := "ok"
+	switch {
+	case err == nil:
+		m.ackSeconds.WithLabelValues(q).Observe(d.Seconds())
+	case errors.Is(err, ErrNotConnected):
+		result = "not_connected"
+	case errors.Is(err, ErrConnectionLost):
+		result = "connection_lost"
+	case errors.Is(err, ErrTimeout):
+		result = "timeout"
+	default:
+		result = "error"
+	}
+	m.publishes.WithLabelValues(result, q).Inc()
+}

@@ -1,0 +1,39 @@
+// Package message holds the publisher's domain: a message to publish, the
+// rules its topic must follow and the ways a publish can fail.
+package message
+
+import "errors"
+
+// Message is one MQTT publication as the broker will see it.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// ErrInvalid marks every error caused by a message that breaks the rules
+// (topic, QoS); callers test for it with errors.Is.
+var ErrInvalid = errors.New("invalid message")
+
+// The ways a valid publish can fail. They are the domain's words, so that the
+// MQTT adapter returns them and the HTTP adapter maps them without either
+// importing the other.
+var (
+	// ErrNotConnected: there is no open connection to the broker; nothing was sent.
+	ErrNotConnected = errors.New("not connected to the broker")
+	// ErrConnectionLost: the connection dropped before the acknowledgement
+	// arrived; the message may or may not have reached the broker.
+	ErrConnectionLost = errors.New("connection to the broker lost before the acknowledgement")
+	// ErrTimeout: no acknowledgement within the publish timeout; the message
+	// may or may not have reached the broker.
+	ErrTimeout = errors.New("no acknowledgement from the broker in time")
+)
+
+// ValidateQoS reports whether q is an MQTT quality of service level.
+func ValidateQoS(q int) error {
+	if q < 0 || q > 2 {
+		return invalidf("qos must be 0, 1 or 2, got %d", q)
+	}
+	return nil
+}
