@@ -1,0 +1,150 @@
+package api
+
+import (
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+)
+
+// Limits of GET /messages.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Message is the JSON form of a stored message, shared by every endpoint
+// that shows one.
+type Message struct {
+	ID         int64  `json:"id"`
+	Topic      string `json:"topic"`
+	Payload    string `json:"payload"`
+	Encoding   string `json:"encoding"`
+	QoS        byte   `json:"qos"`
+	Retained   bool   `json:"retained"`
+	Duplicate  bool   `json:"duplicate"`
+	ReceivedAt string `json:"received_at"`
+}
+
+// timeFormat is RFC 3339 with exactly six fractional digits.
+const timeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// NewMessage converts m: text when the payload is UTF-8, else base64.
+func NewMessage(m store.Message) Message {
+	out := Message{
+		ID: m.ID, Topic: m.Topic, QoS: m.QoS, Retained: m.Retained, Duplicate: m.Duplicate,
+		ReceivedAt: m.ReceivedAt.UTC().Format(timeFormat),
+		Payload:    string(m.Payload), Encoding: "text",
+	}
+	if !utf8.Valid(m.Payload) {
+		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(m.Payload), "base64"
+	}
+	return out
+}
+
+type page struct {
+	Messages []Message `json:"messages"`
+	Next     *string   `json:"next"`
+}
+
+// parseQuery reads the parameters of GET /messages. The cursor is the id
+// of the next message to show; clients treat it as opaque.
+func parseQuery(v url.Values) (store.Query, error) {
+	q := store.Query{Filter: "#", Limit: DefaultLimit}
+	one := func(name string) (string, bool, error) {
+		vs, ok := v[name]
+		switch {
+		case !ok:
+			return "", false, nil
+		case len(vs) > 1:
+			return "", false, &paramError{name, "given more than once"}
+		}
+		return vs[0], true, nil
+	}
+	s, ok, err := one("topic")
+	if err != nil {
+		return q, err
+	}
+	if ok {
+		if err := topic.ValidateFilter(s); err != nil {
+			return q, &paramError{"topic", "not a valid MQTT topic filter: " + err.Error()}
+		}
+		q.Filter = s
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		s, ok, err := one(p.name)
+		if err != nil {
+			return q, err
+		}
+		if !ok {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return q, &paramError{p.name, "want an RFC 3339 time like 2026-11-24T10:00:00Z"}
+		}
+		*p.dst = t
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return q, &paramError{"until", "must be after since"}
+	}
+	s, ok, err = one("limit")
+	if err != nil {
+		return q, err
+	}
+	if ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return q, &paramError{"limit", "want an integer from 1 to 1000"}
+		}
+		q.Limit = n
+	}
+	s, ok, err = one("before")
+	if err != nil {
+		return q, err
+	}
+	if ok {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return q, &paramError{"before", "not a cursor returned as next by this endpoint"}
+		}
+		q.Before = n
+	}
+	return q, nil
+}
+
+func handleListMessages(log *slog.Logger, messages Lister) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := parseQuery(r.URL.Query())
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		want := q.Limit
+		q.Limit++ // one more tells whether there is a next page
+		msgs, err := messages.List(r.Context(), q)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		p := page{Messages: make([]Message, 0, min(len(msgs), want))}
+		if len(msgs) > want {
+			msgs = msgs[:want]
+			next := strconv.FormatInt(msgs[len(msgs)-1].ID-1, 10)
+			p.Next = &next
+		}
+		for _, m := range msgs {
+			p.Messages = append(p.Messages, NewMessage(m))
+		}
+		writeJSON(w, log, http.StatusOK, p)
+	}
+}

@@ -1,0 +1,237 @@
+// Package config reads the subscriber's environment variables.
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+)
+
+// Config is the whole configuration of the subscriber.
+type Config struct {
+	Broker      string `envconfig:"MQTT_BROKER" default:"tcp://localhost:1883"`
+	ClientID    string `envconfig:"MQTT_CLIENT_ID" default:"subscriber"`
+	Username    string `envconfig:"MQTT_USERNAME"`
+	Password    string `envconfig:"MQTT_PASSWORD"`
+	CAFile      string `envconfig:"MQTT_CA_FILE"`
+	CertFile    string `envconfig:"MQTT_CERT_FILE"`
+	KeyFile     string `envconfig:"MQTT_KEY_FILE"`
+	QoS         int    `envconfig:"MQTT_QOS" default:"1"`
+	StatusTopic string `envconfig:"MQTT_STATUS_TOPIC"`
+	TopicsRaw   string `envconfig:"MQTT_TOPICS" default:"#"`
+	ShareGroup  string `envconfig:"MQTT_SHARE_GROUP"`
+
+	DatabaseURL     string        `envconfig:"DATABASE_URL" default:"sqlite:data/messages.db"`
+	Retention       time.Duration `envconfig:"RETENTION" default:"0"`
+	LogPayloadBytes int           `envconfig:"LOG_PAYLOAD_BYTES" default:"256"`
+
+	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":8081"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+
+	// Derived by Load.
+	Topics   []string    `ignored:"true"`
+	TLS      *tls.Config `ignored:"true"`
+	Level    slog.Level  `ignored:"true"`
+	Database Database    `ignored:"true"`
+}
+
+// Database is the parsed DATABASE_URL.
+type Database struct {
+	Driver string // "sqlite" or "postgres"
+	Path   string // sqlite: the file
+	URL    string // postgres: the connection URL
+}
+
+// Error is a configuration error naming its variable.
+type Error struct {
+	Var string
+	Err error
+}
+
+func (e *Error) Error() string { return "invalid " + e.Var + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func bad(v, format string, args ...any) error {
+	return &Error{Var: v, Err: fmt.Errorf(format, args...)}
+}
+
+// Load reads and validates the environment. It creates the directory of a
+// SQLite database file. Every error it returns is an *Error.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, &Error{Var: pe.KeyName, Err: fmt.Errorf("%q: %w", pe.Value, unwrapParse(pe.Err))}
+		}
+		return c, &Error{Var: "environment", Err: err}
+	}
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// unwrapParse shortens strconv's "strconv.ParseInt: parsing "x": invalid
+// syntax" to "invalid syntax".
+func unwrapParse(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+func (c *Config) validate() error {
+	u, err := url.Parse(c.Broker)
+	if err != nil || u.Host == "" {
+		return bad("MQTT_BROKER", "%q: want a URL like tcp://host:1883", c.Broker)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return bad("MQTT_BROKER", "%q: scheme must be tcp, ssl or ws", c.Broker)
+	}
+	if c.ClientID == "" || topicStringErr(c.ClientID) != nil {
+		return bad("MQTT_CLIENT_ID", "%q: must be non-empty UTF-8", c.ClientID)
+	}
+	if c.QoS < 0 || c.QoS > 2 {
+		return bad("MQTT_QOS", "%d: must be 0, 1 or 2", c.QoS)
+	}
+	if c.StatusTopic == "" {
+		c.StatusTopic = "clients/" + c.ClientID + "/status"
+	}
+	if err := topic.ValidateName(c.StatusTopic); err != nil {
+		return bad("MQTT_STATUS_TOPIC", "%q %w", c.StatusTopic, err)
+	}
+	c.Topics = nil
+	for f := range strings.SplitSeq(c.TopicsRaw, ",") {
+		f = strings.TrimSpace(f)
+		if err := topic.ValidateFilter(f); err != nil {
+			return bad("MQTT_TOPICS", "filter %q %w", f, err)
+		}
+		c.Topics = append(c.Topics, f)
+	}
+	if c.ShareGroup != "" {
+		if err := topic.ValidateShareGroup(c.ShareGroup); err != nil {
+			return bad("MQTT_SHARE_GROUP", "%q %w", c.ShareGroup, err)
+		}
+	}
+	if err := c.loadTLS(u.Scheme); err != nil {
+		return err
+	}
+	if err := c.parseDatabase(); err != nil {
+		return err
+	}
+	if c.Retention < 0 {
+		return bad("RETENTION", "%s: must not be negative", c.Retention)
+	}
+	if c.LogPayloadBytes < 0 {
+		return bad("LOG_PAYLOAD_BYTES", "%d: must not be negative", c.LogPayloadBytes)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return bad("HTTP_ADDR", "%q: want host:port, e.g. :8081", c.HTTPAddr)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return bad("LOG_FORMAT", "%q: must be text or json", c.LogFormat)
+	}
+	if err := c.Level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return bad("LOG_LEVEL", "%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+func topicStringErr(s string) error {
+	if err := topic.ValidateName(s); err != nil && !errors.Is(err, topic.ErrWildcard) {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) parseDatabase() error {
+	switch {
+	case strings.HasPrefix(c.DatabaseURL, "sqlite:"):
+		path := strings.TrimPrefix(c.DatabaseURL, "sqlite:")
+		path = strings.TrimPrefix(path, "//") // tolerate sqlite:///abs/path
+		if path == "" || strings.ContainsRune(path, '?') {
+			return bad("DATABASE_URL", "%q: want sqlite:<file path>", c.DatabaseURL)
+		}
+		if dir := filepath.Dir(path); dir != "" {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return bad("DATABASE_URL", "create directory of %s: %w", path, err)
+			}
+		}
+		c.Database = Database{Driver: "sqlite", Path: path}
+	case strings.HasPrefix(c.DatabaseURL, "postgres://"), strings.HasPrefix(c.DatabaseURL, "postgresql://"):
+		if _, err := url.Parse(c.DatabaseURL); err != nil {
+			return bad("DATABASE_URL", "not a URL")
+		}
+		c.Database = Database{Driver: "postgres", URL: c.DatabaseURL}
+	default:
+		return bad("DATABASE_URL", "%q: want sqlite:<file path>, postgres:// or postgresql://", redact(c.DatabaseURL))
+	}
+	return nil
+}
+
+// redact hides a password in a URL so that an error line can show the rest.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+func (c *Config) loadTLS(scheme string) error {
+	if c.CAFile == "" && c.CertFile == "" && c.KeyFile == "" {
+		return nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return bad("MQTT_CA_FILE", "%w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return bad("MQTT_CA_FILE", "%s: no PEM certificate in it", c.CAFile)
+		}
+		t.RootCAs = pool
+	}
+	switch {
+	case c.CertFile != "" && c.KeyFile == "":
+		return bad("MQTT_KEY_FILE", "must be set with MQTT_CERT_FILE")
+	case c.CertFile == "" && c.KeyFile != "":
+		return bad("MQTT_CERT_FILE", "must be set with MQTT_KEY_FILE")
+	case c.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return bad("MQTT_CERT_FILE", "load key pair: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	switch scheme {
+	case "ssl", "tls", "mqtts", "wss":
+	default:
+		return bad("MQTT_BROKER", "TLS files are set but the scheme %q is not ssl://", scheme)
+	}
+	c.TLS = t
+	return nil
+}

@@ -1,0 +1,128 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// vars lists every variable, so each test starts from a clean environment.
+var vars = []string{
+	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE",
+	"MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS", "MQTT_STATUS_TOPIC", "MQTT_TOPICS",
+	"MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "HTTP_ADDR",
+	"LOG_FORMAT", "LOG_LEVEL",
+}
+
+func setenv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for _, v := range vars {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	if _, ok := env["DATABASE_URL"]; !ok {
+		env["DATABASE_URL"] = "sqlite:" + filepath.Join(t.TempDir(), "db", "messages.db")
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	setenv(t, map[string]string{})
+	c, err := Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"broker", c.Broker, "tcp://localhost:1883"},
+		{"client id", c.ClientID, "subscriber"},
+		{"qos", c.QoS, 1},
+		{"status topic", c.StatusTopic, "clients/subscriber/status"},
+		{"topics", strings.Join(c.Topics, ","), "#"},
+		{"http addr", c.HTTPAddr, ":8081"},
+		{"retention", c.Retention, time.Duration(0)},
+		{"log payload bytes", c.LogPayloadBytes, 256},
+		{"driver", c.Database.Driver, "sqlite"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(c.Database.Path)); err != nil {
+		t.Errorf("directory of the SQLite file not created: %v", err)
+	}
+}
+
+func TestValues(t *testing.T) {
+	setenv(t, map[string]string{
+		"MQTT_CLIENT_ID": "sub-1", "MQTT_TOPICS": "a/+/c, d/#", "MQTT_SHARE_GROUP": "g",
+		"DATABASE_URL": "postgresql://u:p@127.0.0.1/db", "RETENTION": "168h", "MQTT_QOS": "2",
+	})
+	c, err := Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got, want := strings.Join(c.Topics, "|"), "a/+/c|d/#"; got != want {
+		t.Errorf("topics = %q, want %q", got, want)
+	}
+	if c.StatusTopic != "clients/sub-1/status" || c.Database.Driver != "postgres" || c.Retention != 168*time.Hour || c.QoS != 2 {
+		t.Errorf("got %+v", c)
+	}
+}
+
+func TestErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		v, value string
+		want     string // the variable named, if not v
+	}{
+		{"MQTT_BROKER", "localhost:1883", ""},
+		{"MQTT_BROKER", "http://localhost", ""},
+		{"MQTT_QOS", "3", ""},
+		{"MQTT_QOS", "one", ""},
+		{"MQTT_TOPICS", "a/#/b", ""},
+		{"MQTT_TOPICS", "a,,b", ""},
+		{"MQTT_TOPICS", "sport+", ""},
+		{"MQTT_SHARE_GROUP", "a/b", ""},
+		{"MQTT_SHARE_GROUP", "g+", ""},
+		{"MQTT_STATUS_TOPIC", "status/#", ""},
+		{"DATABASE_URL", "mysql://x", ""},
+		{"DATABASE_URL", "sqlite:", ""},
+		{"RETENTION", "forever", ""},
+		{"RETENTION", "-1h", ""},
+		{"LOG_PAYLOAD_BYTES", "-1", ""},
+		{"LOG_PAYLOAD_BYTES", "many", ""},
+		{"HTTP_ADDR", "8081", ""},
+		{"LOG_FORMAT", "xml", ""},
+		{"LOG_LEVEL", "verbose", ""},
+		{"MQTT_CA_FILE", "/nonexistent/ca.pem", ""},
+		{"MQTT_CERT_FILE", "/nonexistent/cert.pem", "MQTT_KEY_FILE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.v+"="+tt.value, func(t *testing.T) {
+			setenv(t, map[string]string{tt.v: tt.value})
+			_, err := Load()
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("Load() = %v, want a *config.Error", err)
+			}
+			want := tt.v
+			if tt.want != "" {
+				want = tt.want
+			}
+			if ce.Var != want {
+				t.Errorf("error names %s, want %s (%v)", ce.Var, want, err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line naming %s", msg, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,268 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+)
+
+// Encoder turns a stored message into the value whose JSON is one element
+// of GET /messages, so that both endpoints speak the same message.
+type Encoder func(store.Message) any
+
+// Options tune the handler; zero values take the defaults.
+type Options struct {
+	// Heartbeat is the interval of the ": ping" comments that keep proxies
+	// from closing an idle stream (15s).
+	Heartbeat time.Duration
+	// Retry is the reconnection delay suggested to clients (2s).
+	Retry time.Duration
+	// WriteTimeout bounds each write to the client (30s); a client that
+	// takes longer is gone.
+	WriteTimeout time.Duration
+	// PageSize is how many rows one store query of the replay reads (500).
+	PageSize int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.Retry <= 0 {
+		o.Retry = 2 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 500
+	}
+	return o
+}
+
+// maxBurst bounds how many queued events go out before one flush.
+const maxBurst = 64
+
+// Handler serves GET /messages/stream?topic=<filter> as Server-Sent Events.
+// With a Last-Event-ID header or ?after=<id> (the header wins: a
+// reconnecting browser sends both) it first replays the stored messages
+// after that id, oldest first, then follows hub. It subscribes before it
+// reads the store and skips live messages the replay already sent, so
+// there is neither a gap nor a repeat between the two.
+func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options) http.Handler {
+	opt = opt.withDefaults()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		filter := r.URL.Query().Get("topic")
+		if filter == "" {
+			filter = "#"
+		}
+		if err := topic.ValidateFilter(filter); err != nil {
+			problem(w, http.StatusBadRequest, "invalid topic filter", fmt.Sprintf("topic %q %v", filter, err))
+			return
+		}
+		after, replaying, err := resumeFrom(r)
+		if err != nil {
+			problem(w, http.StatusBadRequest, "invalid resume position", err.Error())
+			return
+		}
+
+		sub := hub.Subscribe(filter)
+		defer sub.Close()
+		var rp *replay
+		if replaying {
+			rp = &replay{src: src, filter: filter, after: after, page: opt.PageSize}
+			// Read the first page before answering, so that a store
+			// failure is a proper error status rather than a cut stream.
+			if err := rp.plan(r.Context()); err != nil {
+				log.Error("stream replay", "filter", filter, "after", after, "err", err)
+				problem(w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
+				return
+			}
+		}
+
+		rc := http.NewResponseController(w)
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
+		w.WriteHeader(http.StatusOK)
+
+		s := &sse{w: w, rc: rc, encode: encode, timeout: opt.WriteTimeout, last: after}
+		if err := s.begin(opt.Retry); err != nil {
+			log.Debug("stream client gone", "err", err)
+			return
+		}
+		log.Debug("stream opened", "filter", filter, "after", after, "replay", replaying)
+		err = s.serve(r.Context(), rp, sub, opt.Heartbeat)
+		switch {
+		case errors.Is(err, ErrDropped):
+			log.Warn("stream client fell behind; ended it, it resumes from the store",
+				"filter", filter, "last_id", s.last, "remote", r.RemoteAddr)
+		case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), err == nil:
+			log.Debug("stream closed", "filter", filter, "last_id", s.last, "reason", err)
+		default:
+			log.Info("stream ended", "filter", filter, "last_id", s.last, "err", err)
+		}
+	})
+}
+
+// resumeFrom reads Last-Event-ID, else ?after. replaying is false when
+// neither is given: the stream is live only.
+func resumeFrom(r *http.Request) (after int64, replaying bool, err error) {
+	name, v := "Last-Event-ID", strings.TrimSpace(r.Header.Get("Last-Event-ID"))
+	if v == "" {
+		if !r.URL.Query().Has("after") {
+			return 0, false, nil
+		}
+		name, v = "after", r.URL.Query().Get("after")
+	}
+	after, err = strconv.ParseInt(v, 10, 64)
+	if err != nil || after < 0 {
+		return 0, false, fmt.Errorf("%s %q: want a message id, a whole number >= 0", name, v)
+	}
+	return after, true, nil
+}
+
+// sse writes the event stream of one client.
+type sse struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	encode  Encoder
+	timeout time.Duration
+	last    int64 // the id sent last: nothing at or below it is sent again
+	buf     bytes.Buffer
+}
+
+func (s *sse) begin(retry time.Duration) error {
+	fmt.Fprintf(&s.buf, "retry: %d\n\n", retry.Milliseconds())
+	return s.flush()
+}
+
+// serve replays rp (when not nil), then sends what sub delivers until the
+// client leaves (ctx) or the hub ends sub.
+func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbeat time.Duration) error {
+	for rp != nil {
+		batch, err := rp.next(ctx, s.last)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		if batch == nil {
+			break
+		}
+		for _, m := range batch {
+			if err := s.event(m); err != nil {
+				return err
+			}
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+		if err := sub.Err(); err != nil {
+			return s.end(err)
+		}
+	}
+
+	ping := time.NewTicker(heartbeat)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.Done():
+			return s.end(sub.Err())
+		case <-ping.C:
+			s.buf.WriteString(": ping\n\n")
+		case m := <-sub.C():
+			// Send what is queued with one flush rather than one each.
+			for n := 0; ; n++ {
+				if err := s.event(m); err != nil {
+					return err
+				}
+				if n == maxBurst {
+					break
+				}
+				var ok bool
+				select {
+				case m, ok = <-sub.C():
+				default:
+				}
+				if !ok {
+					break
+				}
+			}
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// event queues m unless an earlier event already carried it.
+func (s *sse) event(m store.Message) error {
+	if m.ID <= s.last {
+		return nil
+	}
+	data, err := json.Marshal(s.encode(m))
+	if err != nil {
+		return fmt.Errorf("encode message %d: %w", m.ID, err)
+	}
+	fmt.Fprintf(&s.buf, "id: %d\nevent: message\ndata: %s\n\n", m.ID, data)
+	s.last = m.ID
+	if s.buf.Len() >= 64<<10 {
+		return s.flush()
+	}
+	return nil
+}
+
+// end tells the client why the stream stops and that it should resume
+// (which EventSource does by itself, after the retry delay, with
+// Last-Event-ID), then returns why.
+func (s *sse) end(why error) error {
+	data, err := json.Marshal(map[string]string{"reason": why.Error(), "last_event_id": strconv.FormatInt(s.last, 10)})
+	if err != nil {
+		return fmt.Errorf("encode end: %w", err)
+	}
+	fmt.Fprintf(&s.buf, "event: reconnect\ndata: %s\n\n", data)
+	if err := s.flush(); err != nil {
+		return err
+	}
+	return why
+}
+
+// flush writes what is queued and pushes it to the client, bounded by the
+// write timeout. The server's own WriteTimeout would end a long stream, so
+// each write gets its own deadline instead.
+func (s *sse) flush() error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	if s.buf.Len() > 0 {
+		if _, err := s.w.Write(s.buf.Bytes()); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		s.buf.Reset()
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// problem writes an RFC 9457 problem detail.
+func problem(w http.ResponseWriter, status int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	// The status line is out; a failed body write has nowhere to go.
+	_ = json.NewEncoder(w).Encode(map[string]any{"title": title, "status": status, "detail": detail})
+}

@@ -1,0 +1,29 @@
+// Command subscriber receives MQTT messages on a persistent session, logs
+// and stores each one, and serves them over HTTP.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "subscriber:", err)
+		var ce *config.Error
+		var ue *usageError
+		if errors.As(err, &ce) || errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
