@@ -67,12 +67,12 @@ func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options
 			filter = "#"
 		}
 		if err := topic.ValidateFilter(filter); err != nil {
-			problem(w, http.StatusBadRequest, "invalid topic filter", fmt.Sprintf("topic %q %v", filter, err))
+			problem(log, w, http.StatusBadRequest, "invalid topic filter", fmt.Sprintf("topic %q %v", filter, err))
 			return
 		}
 		after, replaying, err := resumeFrom(r)
 		if err != nil {
-			problem(w, http.StatusBadRequest, "invalid resume position", err.Error())
+			problem(log, w, http.StatusBadRequest, "invalid resume position", err.Error())
 			return
 		}
 
@@ -85,7 +85,7 @@ func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options
 			// failure is a proper error status rather than a cut stream.
 			if err := rp.plan(r.Context()); err != nil {
 				log.Error("stream replay", "filter", filter, "after", after, "err", err)
-				problem(w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
+				problem(log, w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
 				return
 			}
 		}
@@ -108,7 +108,7 @@ func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options
 		case errors.Is(err, ErrDropped):
 			log.Warn("stream client fell behind; ended it, it resumes from the store",
 				"filter", filter, "last_id", s.last, "remote", r.RemoteAddr)
-		case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), err == nil:
+		case errors.Is(err, ErrClosed), r.Context().Err() != nil:
 			log.Debug("stream closed", "filter", filter, "last_id", s.last, "reason", err)
 		default:
 			log.Info("stream ended", "filter", filter, "last_id", s.last, "err", err)
@@ -259,10 +259,11 @@ func (s *sse) flush() error {
 }
 
 // problem writes an RFC 9457 problem detail.
-func problem(w http.ResponseWriter, status int, title, detail string) {
+func problem(log *slog.Logger, w http.ResponseWriter, status int, title, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	// The status line is out; a failed body write has nowhere to go.
-	_ = json.NewEncoder(w).Encode(map[string]any{"title": title, "status": status, "detail": detail})
+	if err := json.NewEncoder(w).Encode(map[string]any{"title": title, "status": status, "detail": detail}); err != nil {
+		log.Debug("write problem detail", "err", err)
+	}
 }
