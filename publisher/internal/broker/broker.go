@@ -59,6 +59,9 @@ type Client struct {
 	// such tokens open until a later session resends the message.
 	lost     chan struct{}
 	connects int
+	// lastFailWarn rate-limits the warning for failed connection attempts,
+	// which come every second or so while the broker is away.
+	lastFailWarn time.Time
 }
 
 // New makes a client and starts connecting in the background: it retries
@@ -153,7 +156,17 @@ func (c *Client) markLost() {
 func (c *Client) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
 	switch n := n.(type) {
 	case mqtt.ConnectionNotificationFailed:
-		c.log.Warn("mqtt connect failed", "broker", c.opts.URL, "error", n.Reason)
+		c.mu.Lock()
+		warn := time.Since(c.lastFailWarn) >= 30*time.Second
+		if warn {
+			c.lastFailWarn = time.Now()
+		}
+		c.mu.Unlock()
+		logf := c.log.Debug
+		if warn {
+			logf = c.log.Warn
+		}
+		logf("mqtt connect failed", "broker", c.opts.URL, "error", n.Reason)
 	case mqtt.ConnectionNotificationBrokerFailed:
 		c.log.Debug("mqtt connect attempt failed", "broker", n.Broker.String(), "error", n.Reason)
 	case mqtt.ConnectionNotificationConnecting:
@@ -198,7 +211,8 @@ func (c *Client) Publish(ctx context.Context, m message.Message) error {
 // error, or nil, per message; a message whose error is ErrNotConnected, or
 // ErrTimeout before it was sent, never left the publisher.
 func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout, ErrTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout,
+		fmt.Errorf("%w (PUBLISH_TIMEOUT %s)", ErrTimeout, c.opts.PublishTimeout))
 	defer cancel()
 
 	type inflight struct {
