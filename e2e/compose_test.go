@@ -85,11 +85,11 @@ func loadCompose(t *testing.T) (root string, raw map[string]any, cf composeFile)
 	return root, raw, cf
 }
 
-// envVarsRead returns the environment variables a service reads: the
+// composeEnvVarsRead returns the environment variables a service reads: the
 // envconfig tags (or, untagged, the upper-cased field names envconfig
 // falls back to) of the fields of the structs in
 // <module>/internal/config/*.go that have at least one envconfig tag.
-func envVarsRead(t *testing.T, root, module string) map[string]bool {
+func composeEnvVarsRead(t *testing.T, root, module string) map[string]bool {
 	t.Helper()
 	dir := filepath.Join(root, module, "internal", "config")
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
@@ -154,7 +154,7 @@ func envVarsRead(t *testing.T, root, module string) map[string]bool {
 }
 
 // httpPort is the port of a service's HTTP_ADDR (":8080" -> "8080").
-func httpPort(t *testing.T, name string, s composeService) string {
+func composeHTTPPort(t *testing.T, name string, s composeService) string {
 	t.Helper()
 	addr, ok := s.Environment["HTTP_ADDR"]
 	if !ok {
@@ -169,7 +169,7 @@ func httpPort(t *testing.T, name string, s composeService) string {
 
 // containerPort is the container side of a compose port mapping:
 // "127.0.0.1:${P:-8080}:8080/tcp" -> "8080".
-func containerPort(mapping string) string {
+func composeContainerPort(mapping string) string {
 	i := strings.LastIndex(mapping, ":")
 	p := mapping[i+1:]
 	p, _, _ = strings.Cut(p, "/")
@@ -194,11 +194,11 @@ func TestComposeEnvironmentIsReadByTheService(t *testing.T) {
 		}
 		built++
 		if read[m] == nil {
-			read[m] = envVarsRead(t, root, m)
+			read[m] = composeEnvVarsRead(t, root, m)
 		}
 		for k := range s.Environment {
 			if !read[m][k] {
-				t.Errorf("service %s sets %s, which the %s does not read (it reads %s)", name, k, m, strings.Join(sortedKeys(read[m]), ", "))
+				t.Errorf("service %s sets %s, which the %s does not read (it reads %s)", name, k, m, strings.Join(composeSortedKeys(read[m]), ", "))
 			}
 		}
 	}
@@ -237,7 +237,7 @@ func TestComposePortsMatchHTTPAddr(t *testing.T) {
 		if m == "" {
 			continue
 		}
-		port := httpPort(t, name, s)
+		port := composeHTTPPort(t, name, s)
 		if port != want[m] {
 			t.Errorf("service %s: HTTP_ADDR port %s, want %s", name, port, want[m])
 		}
@@ -245,7 +245,7 @@ func TestComposePortsMatchHTTPAddr(t *testing.T) {
 			t.Errorf("service %s: neither ports nor expose", name)
 		}
 		for _, p := range s.Ports {
-			if got := containerPort(p); got != port {
+			if got := composeContainerPort(p); got != port {
 				t.Errorf("service %s: port mapping %q goes to container port %s, but HTTP_ADDR listens on %s", name, p, got, port)
 			}
 		}
@@ -292,7 +292,7 @@ func TestComposeMountsTheTopLevelMosquittoConf(t *testing.T) {
 	}
 
 	// Every path the configuration names lies on a volume of the service.
-	settings := mosquittoSettings(t, filepath.Join(root, "mosquitto.conf"))
+	settings := composeMosquittoSettings(t, filepath.Join(root, "mosquitto.conf"))
 	for _, key := range []string{"password_file", "acl_file", "persistence_location"} {
 		path := settings[key]
 		if path == "" {
@@ -308,9 +308,9 @@ func TestComposeMountsTheTopLevelMosquittoConf(t *testing.T) {
 	}
 }
 
-// mosquittoSettings reads the first value of every setting in a
+// composeMosquittoSettings reads the first value of every setting in a
 // mosquitto.conf.
-func mosquittoSettings(t *testing.T, path string) map[string]string {
+func composeMosquittoSettings(t *testing.T, path string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -432,7 +432,7 @@ func TestComposeConfig(t *testing.T) {
 			cmd := exec.Command(compose[0], append(compose[1:], tt.args...)...)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME=mqtt-stack-config-test")
-			out, err := runWithTimeout(cmd, 60*time.Second)
+			out, err := composeRun(cmd, 60*time.Second)
 			if err != nil {
 				t.Errorf("%s %s: %v\n%s", strings.Join(compose, " "), strings.Join(tt.args, " "), err, out)
 			}
@@ -447,7 +447,7 @@ func composeCommand(t *testing.T) []string {
 	t.Helper()
 	docker, err := exec.LookPath("docker")
 	if err == nil {
-		if _, err := runWithTimeout(exec.Command(docker, "compose", "version"), 30*time.Second); err == nil {
+		if _, err := composeRun(exec.Command(docker, "compose", "version"), 30*time.Second); err == nil {
 			return []string{docker, "compose"}
 		}
 	}
@@ -461,7 +461,7 @@ func composeCommand(t *testing.T) []string {
 	return nil
 }
 
-func runWithTimeout(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
+func composeRun(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -473,7 +473,7 @@ func runWithTimeout(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-func sortedKeys(m map[string]bool) []string {
+func composeSortedKeys(m map[string]bool) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
