@@ -175,6 +175,11 @@ func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbea
 	ping := time.NewTicker(heartbeat)
 	defer ping.Stop()
 	for {
+		// An ended subscription wins over what it still holds: the
+		// client resumes from the store anyway.
+		if err := sub.Err(); err != nil {
+			return s.end(err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
