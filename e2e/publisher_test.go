@@ -572,3 +572,50 @@ func TestPublisherHealthcheckCommand(t *testing.T) {
 		t.Errorf("healthcheck against a stopped publisher: exit %d, want 1", code)
 	}
 }
+
+// The connection drops while a publish waits for its acknowledgement: the
+// answer is 503 at once, not 504 after PUBLISH_TIMEOUT.
+func TestPublisherConnectionLostMidPublish(t *testing.T) {
+	b := harness.StartBroker(t)
+	pub := startPublisher(t, b, map[string]string{"PUBLISH_TIMEOUT": "20s"})
+	pub.WaitReady(t, 10*time.Second)
+
+	b.Pause()
+	answer := make(chan harness.Response, 1)
+	start := time.Now()
+	go func() {
+		answer <- harness.PostJSON(t, pub.URL()+"/publish", `{"topic":"pt/lost","message":"x","qos":1}`)
+	}()
+	time.Sleep(300 * time.Millisecond) // the publish is on the wire, unacknowledged
+	b.Kill()                           // the kernel closes the paused broker's sockets
+	r := <-answer
+	took := time.Since(start)
+	t.Logf("publish whose connection dropped answered %d after %v", r.Status, took)
+	checkPubProblem(t, "publish whose connection dropped", r, 503)
+	if took > 10*time.Second {
+		t.Errorf("answer took %v, want it when the connection dropped, not at PUBLISH_TIMEOUT", took)
+	}
+}
+
+// SIGTERM while a publish waits: the request still gets its answer, then
+// the process exits 0.
+func TestPublisherShutdownFinishesInFlight(t *testing.T) {
+	b := harness.StartBroker(t)
+	pub := startPublisher(t, b, map[string]string{"PUBLISH_TIMEOUT": "1500ms", "SHUTDOWN_TIMEOUT": "5s"})
+	pub.WaitReady(t, 10*time.Second)
+
+	b.Pause()
+	answer := make(chan harness.Response, 1)
+	go func() {
+		answer <- harness.PostJSON(t, pub.URL()+"/publish", `{"topic":"pt/inflight","message":"x","qos":1}`)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	stopped := make(chan int, 1)
+	go func() { stopped <- pub.Stop() }()
+	r := <-answer
+	checkPubProblem(t, "publish in flight at SIGTERM (broker paused)", r, 504)
+	if code := <-stopped; code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	b.Resume()
+}

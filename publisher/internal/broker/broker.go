@@ -266,8 +266,10 @@ func wait(ctx context.Context, t mqtt.Token, lost <-chan struct{}) error {
 }
 
 // Close announces offline on the status topic (a graceful disconnect does
-// not trigger the will) and disconnects, within ctx.
+// not trigger the will) and disconnects, within ctx and the publish timeout.
 func (c *Client) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.PublishTimeout)
+	defer cancel()
 	var err error
 	if _, ok := c.connection(); ok {
 		t := c.mqtt.Publish(c.opts.StatusTopic, 1, true, statusOffline)
