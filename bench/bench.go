@@ -1,0 +1,595 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Figure names, in the order of the table.
+const (
+	figQoS0      = "HTTP publish QoS 0"
+	figQoS1      = "HTTP publish QoS 1"
+	figBatch     = "batch publish QoS 1, 100/request"
+	figIngest    = "subscriber ingest, queued QoS 1"
+	figE2E50     = "end to end p50 at 1,000 msg/s"
+	figE2E99     = "end to end p99 at 1,000 msg/s"
+	figPubRSS    = "publisher peak RSS"
+	figSubRSS    = "subscriber peak RSS"
+	figQuery50   = "GET /messages a/+/c p50"
+	figQuery99   = "GET /messages a/+/c p99"
+	subscriberID = "bench-subscriber"
+)
+
+type bench struct {
+	cfg    config
+	out    io.Writer
+	start  time.Time
+	dir    string
+	self   string // this program, to start the baseline server
+	bins   map[string]string
+	broker *Broker
+	pub    *Proc
+	sub    *Proc
+	peak   map[string]float64
+	figs   []Figure
+	notes  []string
+}
+
+func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
+	b := &bench{cfg: cfg, out: out, start: time.Now(), bins: map[string]string{}, peak: map[string]float64{}}
+	mosquitto, err := findMosquitto()
+	if err != nil {
+		return err
+	}
+	machine := describeMachine(ctx, mosquitto)
+	fmt.Fprintf(out, "bench: %s run on %s (load average %s)\n", cfg.Kind(), machine, machine.LoadAverage)
+	if b.self, err = os.Executable(); err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	if b.dir, err = os.MkdirTemp("", "mqtt-stack-bench-"); err != nil {
+		return fmt.Errorf("temporary directory: %w", err)
+	}
+	if cfg.Keep {
+		fmt.Fprintf(out, "bench: keeping %s\n", b.dir)
+	} else {
+		defer func() { err = errors.Join(err, os.RemoveAll(b.dir)) }()
+	}
+	if cfg.Perf != "" {
+		if b.cfg.Perf, err = filepath.Abs(cfg.Perf); err != nil {
+			return fmt.Errorf("-perf: %w", err)
+		}
+		if err := os.MkdirAll(b.cfg.Perf, 0o755); err != nil {
+			return fmt.Errorf("-perf: %w", err)
+		}
+	}
+
+	for _, svc := range []string{"publisher", "subscriber"} {
+		t := time.Now()
+		bin, err := buildService(ctx, cfg.Repo, svc, b.dir)
+		if err != nil {
+			b.note("%v", err)
+			continue
+		}
+		b.bins[svc] = bin
+		b.logf("built %s in %s", svc, time.Since(t).Round(100*time.Millisecond))
+	}
+	b.broker, err = startBroker(ctx, mosquitto, b.dir, cfg.MaxInflight, cfg.MaxQueued)
+	if err != nil {
+		return err
+	}
+	defer b.broker.Stop()
+	b.logf("mosquitto on %s: %s", b.broker.Addr, strings.Join(b.broker.Config[3:6], ", "))
+	defer func() { b.stop(b.pub); b.stop(b.sub) }()
+
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+		figs []string
+	}{
+		{"http", b.httpPublish, []string{figQoS0, figQoS1}},
+		{"batch", b.batchPublish, []string{figBatch}},
+		{"ingest", b.ingest, []string{figIngest}},
+		{"e2e", b.endToEnd, []string{figE2E50, figE2E99}},
+		{"query", b.query, []string{figQuery50, figQuery99}},
+	}
+	for _, s := range steps {
+		if !cfg.Only[s.name] || ctx.Err() != nil {
+			continue
+		}
+		fmt.Fprintf(out, "bench: %s (%s in)\n", s.name, time.Since(b.start).Round(time.Second))
+		if err := s.run(ctx); err != nil {
+			b.logf("%s: %v", s.name, err)
+			for _, name := range s.figs {
+				if !b.has(name) {
+					b.figs = append(b.figs, failed(name, "", Target{}, err))
+				}
+			}
+		}
+	}
+	b.stop(b.pub)
+	b.stop(b.sub)
+	b.pub, b.sub = nil, nil
+	for _, svc := range []string{"publisher", "subscriber"} {
+		name := map[string]string{"publisher": figPubRSS, "subscriber": figSubRSS}[svc]
+		if v, ok := b.peak[svc]; ok {
+			b.figs = append(b.figs, measured(name, "MiB", v/(1<<20), nil, Target{below, 50}))
+		}
+	}
+	b.sortFigures()
+
+	rep := Report{
+		Date:    b.start.Format("2006-01-02"),
+		Started: b.start.UTC().Round(time.Second),
+		Seconds: time.Since(b.start).Round(time.Second).Seconds(),
+		Kind:    cfg.Kind(),
+		Machine: machine,
+		Broker:  b.broker.Config,
+		Settings: map[string]string{
+			"conns": strconv.Itoa(cfg.Conns), "warmup": cfg.Warmup.String(),
+			"http_duration": cfg.HTTPDuration.String(), "batch_size": strconv.Itoa(cfg.BatchSize),
+			"batch_duration": cfg.BatchDuration.String(), "ingest": strconv.Itoa(cfg.Ingest),
+			"e2e_rate": strconv.Itoa(cfg.E2ERate), "e2e_duration": cfg.E2EDuration.String(),
+			"rows": strconv.Itoa(cfg.Rows), "query_duration": cfg.QueryDuration.String(),
+			"max_inflight_messages": strconv.Itoa(cfg.MaxInflight), "max_queued_messages": strconv.Itoa(cfg.MaxQueued),
+		},
+		Figures: b.figs,
+		Notes:   b.notes,
+	}
+	fmt.Fprintf(out, "\n%s\n", Table(b.figs))
+	for _, n := range b.notes {
+		fmt.Fprintf(out, "note: %s\n", n)
+	}
+	fmt.Fprintf(out, "machine: %s\ndate: %s, %s run, %s\n", machine, rep.Date, rep.Kind, time.Since(b.start).Round(time.Second))
+	if cfg.Results != "" {
+		paths, err := rep.Write(cfg.Results)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "wrote %s\n", strings.Join(paths, ", "))
+	}
+	var missing int
+	for _, f := range b.figs {
+		if f.Result == resultError {
+			missing++
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d figures could not be measured", missing)
+	}
+	return nil
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.out, "  "+format+"\n", args...)
+}
+
+// note records a remark for the report and prints it.
+func (b *bench) note(format string, args ...any) {
+	n := fmt.Sprintf(format, args...)
+	b.notes = append(b.notes, n)
+	b.logf("%s", n)
+}
+
+func (b *bench) has(name string) bool {
+	for _, f := range b.figs {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// sortFigures puts the figures in the order of the table.
+func (b *bench) sortFigures() {
+	order := []string{figQoS0, figQoS1, figBatch, figIngest, figE2E50, figE2E99, figPubRSS, figSubRSS, figQuery50, figQuery99}
+	var sorted []Figure
+	for _, name := range order {
+		for _, f := range b.figs {
+			if f.Name == name {
+				sorted = append(sorted, f)
+			}
+		}
+	}
+	b.figs = sorted
+}
+
+// sample records the service's peak RSS so far.
+func (b *bench) sample(p *Proc) {
+	if p == nil || p.Exited() {
+		return
+	}
+	svc := strings.SplitN(p.Name, "-", 2)[0]
+	v, err := p.PeakRSS()
+	if err != nil {
+		b.logf("%v", err)
+		return
+	}
+	b.peak[svc] = max(b.peak[svc], v)
+}
+
+// stop samples the peak RSS of p and stops it gracefully.
+func (b *bench) stop(p *Proc) {
+	if p == nil {
+		return
+	}
+	b.sample(p)
+	p.Stop()
+}
+
+// publisher returns the running publisher, starting it if needed.
+func (b *bench) publisher(ctx context.Context) (*Proc, error) {
+	if b.pub != nil && !b.pub.Exited() {
+		return b.pub, nil
+	}
+	bin, ok := b.bins["publisher"]
+	if !ok {
+		return nil, errors.New("the publisher did not build")
+	}
+	p, err := startProc(ctx, "publisher", bin, nil, map[string]string{
+		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": "bench-publisher",
+		"HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
+	}, b.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	b.pub = p
+	return p, nil
+}
+
+// startSubscriber starts a subscriber on the SQLite file db with a
+// persistent session of clientID on topics.
+func (b *bench) startSubscriber(ctx context.Context, name, db, clientID, topics string) (*Proc, error) {
+	bin, ok := b.bins["subscriber"]
+	if !ok {
+		return nil, errors.New("the subscriber did not build")
+	}
+	p, err := startProc(ctx, name, bin, nil, map[string]string{
+		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": clientID, "MQTT_TOPICS": topics, "MQTT_QOS": "1",
+		"DATABASE_URL": "sqlite:" + db, "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
+	}, b.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitReady(ctx, 60*time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// subscriber returns the run's main subscriber, starting it if needed.
+func (b *bench) subscriber(ctx context.Context) (*Proc, error) {
+	if b.sub != nil && !b.sub.Exited() {
+		return b.sub, nil
+	}
+	p, err := b.startSubscriber(ctx, "subscriber", filepath.Join(b.dir, "subscriber.db"), subscriberID, "bench/ingest/#,bench/e2e/#")
+	if err != nil {
+		return nil, err
+	}
+	b.sub = p
+	return p, nil
+}
+
+// profile records a CPU profile of p with perf while the returned function
+// has not been called, when -perf is given.
+func (b *bench) profile(p *Proc, name string) func() {
+	if b.cfg.Perf == "" || p == nil {
+		return func() {}
+	}
+	out := filepath.Join(b.cfg.Perf, name+".perf.data")
+	cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", strconv.Itoa(p.Pid()), "-o", out)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.logf("perf: %v", err)
+		return func() {}
+	}
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil {
+			b.logf("perf %s: %v", name, err)
+		}
+	}
+}
+
+// httpPublish: single publishes at QoS 0 and 1 against the minimal server.
+func (b *bench) httpPublish(ctx context.Context) error {
+	base, err := startProc(ctx, "baseline-http", b.self, []string{"baseline-http"}, nil, b.dir)
+	if err != nil {
+		return fmt.Errorf("baseline server: %w", err)
+	}
+	defer base.Stop()
+	bodies := map[int][][]byte{}
+	for _, q := range []int{0, 1} {
+		if bodies[q], err = publishBodies(4096, q); err != nil {
+			return err
+		}
+	}
+	client := newClient(b.cfg.Conns)
+	measure := func(name, u string, qos int) loadResult {
+		l := load{Conns: b.cfg.Conns, URL: u, MaxRequests: b.cfg.HTTPRequests,
+			Body: func(i int) []byte { return bodies[qos][i%len(bodies[qos])] }}
+		warm := l
+		warm.Duration = b.cfg.Warmup
+		warm.run(ctx, client)
+		l.Duration = b.cfg.HTTPDuration
+		r := l.run(ctx, client)
+		b.logf("%-22s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  (%d ok, %d failed in %s)", name, r.PerSecond(),
+			ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed, r.Elapsed.Round(time.Millisecond))
+		if r.Failed > 0 {
+			b.note("%s: %d of %d requests failed, first: %s", name, r.Failed, r.OK+r.Failed, r.FirstError)
+		}
+		return r
+	}
+	first := measure("baseline (before)", base.URL()+"/publish", 1)
+	pub, err := b.publisher(ctx)
+	if err != nil {
+		return err
+	}
+	stop := b.profile(pub, "http-qos0")
+	q0 := measure("publisher QoS 0", pub.URL()+"/publish", 0)
+	stop()
+	stop = b.profile(pub, "http-qos1")
+	q1 := measure("publisher QoS 1", pub.URL()+"/publish", 1)
+	stop()
+	b.sample(pub)
+	last := measure("baseline (after)", base.URL()+"/publish", 1)
+	baseline := (first.PerSecond() + last.PerSecond()) / 2
+	b.note("HTTP baseline: %.0f req/s before and %.0f after the publisher; the ratio uses the mean", first.PerSecond(), last.PerSecond())
+	for _, x := range []struct {
+		name  string
+		r     loadResult
+		limit float64
+	}{{figQoS0, q0, 0.7}, {figQoS1, q1, 0.5}} {
+		if x.r.OK == 0 {
+			b.figs = append(b.figs, failed(x.name, "req/s", Target{atLeastRatio, x.limit}, errors.New(x.r.FirstError)))
+			continue
+		}
+		b.figs = append(b.figs, measured(x.name, "req/s", x.r.PerSecond(), ptr(baseline), Target{atLeastRatio, x.limit}))
+	}
+	return nil
+}
+
+// batchPublish: /publish/batch of 100 QoS 1 messages against a plain paho
+// client publishing the same messages in windows of 100.
+func (b *bench) batchPublish(ctx context.Context) error {
+	size := b.cfg.BatchSize
+	if _, err := pahoBatches(ctx, b.broker.URL(), b.cfg.Conns, size, b.cfg.Warmup, b.cfg.BatchRequests); err != nil {
+		return fmt.Errorf("paho baseline warm-up: %w", err)
+	}
+	baseline, err := pahoBatches(ctx, b.broker.URL(), b.cfg.Conns, size, b.cfg.BatchDuration, b.cfg.BatchRequests)
+	if err != nil {
+		return fmt.Errorf("paho baseline: %w", err)
+	}
+	b.logf("%-22s %9.0f msg/s", "paho baseline", baseline)
+	pub, err := b.publisher(ctx)
+	if err != nil {
+		return err
+	}
+	bodies, err := batchBodies(256, size)
+	if err != nil {
+		return err
+	}
+	client := newClient(b.cfg.Conns)
+	l := load{Conns: b.cfg.Conns, URL: pub.URL() + "/publish/batch", MaxRequests: b.cfg.BatchRequests,
+		Body: func(i int) []byte { return bodies[i%len(bodies)] }, Duration: b.cfg.Warmup}
+	l.run(ctx, client)
+	l.Duration = b.cfg.BatchDuration
+	stop := b.profile(pub, "batch")
+	r := l.run(ctx, client)
+	stop()
+	b.sample(pub)
+	perSecond := r.PerSecond() * float64(size)
+	b.logf("%-22s %9.0f msg/s  p50 %.2f ms  p99 %.2f ms per request  (%d ok, %d failed)", "publisher batch",
+		perSecond, ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed)
+	if r.Failed > 0 {
+		b.note("batch: %d of %d requests failed, first: %s", r.Failed, r.OK+r.Failed, r.FirstError)
+	}
+	if r.OK == 0 {
+		return errors.New(r.FirstError)
+	}
+	b.figs = append(b.figs, measured(figBatch, "msg/s", perSecond, ptr(baseline), Target{atLeastRatio, 0.8}))
+	return nil
+}
+
+// ingest: a queue of QoS 1 messages built up while the subscriber was
+// offline, drained by the subscriber (stored, acknowledged after commit)
+// and by a plain paho client (acknowledged, not stored).
+func (b *bench) ingest(ctx context.Context) error {
+	n := b.cfg.Ingest
+	const baselineID = "bench-paho-subscriber"
+	// A first start creates the subscriber's session and subscriptions.
+	sub, err := b.subscriber(ctx)
+	if err != nil {
+		return err
+	}
+	b.stop(sub)
+	if err := makeSession(b.broker.URL(), baselineID, "bench/ingest/#"); err != nil {
+		return fmt.Errorf("baseline session: %w", err)
+	}
+	t := time.Now()
+	if err := fillQueue(ctx, b.broker.URL(), "bench/ingest", n); err != nil {
+		return err
+	}
+	b.logf("queued %d QoS 1 messages for two offline sessions in %s", n, time.Since(t).Round(100*time.Millisecond))
+
+	baseline, err := pahoDrain(ctx, b.broker.URL(), baselineID, n, b.cfg.IngestLimit)
+	if err != nil {
+		return fmt.Errorf("paho baseline: %w", err)
+	}
+	b.logf("%-22s %9.0f msg/s", "paho baseline", baseline)
+
+	start := time.Now()
+	if err := sub.Restart(ctx); err != nil {
+		return err
+	}
+	stop := b.profile(sub, "ingest")
+	stored, elapsed, how, err := waitStored(ctx, sub, n, b.cfg.IngestLimit, start)
+	stop()
+	b.sample(sub)
+	if err != nil {
+		return err
+	}
+	perSecond := rate(stored, elapsed)
+	b.logf("%-22s %9.0f msg/s  (%d stored in %s, counted by %s)", "subscriber", perSecond, stored, elapsed.Round(time.Millisecond), how)
+	if stored < n {
+		b.note("ingest: only %d of %d messages were stored within %s; the rate is over that time", stored, n, b.cfg.IngestLimit)
+	}
+	b.figs = append(b.figs, measured(figIngest, "msg/s", perSecond, ptr(baseline), Target{atLeastRatio, 0.7}))
+	return nil
+}
+
+// waitStored polls the subscriber until n messages are stored or limit
+// passes, and returns how many it saw and when. It reads the counter
+// subscriber_messages_stored_total from /metrics; where that is missing,
+// the id of the newest stored row (ids start at 1 in the run's new file).
+func waitStored(ctx context.Context, sub *Proc, n int, limit time.Duration, start time.Time) (int, time.Duration, string, error) {
+	client := newClient(1)
+	count := func() (int, string, error) {
+		body, err := get(ctx, client, sub.URL()+"/metrics")
+		if err != nil {
+			return 0, "", err
+		}
+		if v, ok := metricSum(body, "subscriber_messages_stored_total"); ok {
+			return int(v), "subscriber_messages_stored_total", nil
+		}
+		body, err = get(ctx, client, sub.URL()+"/messages?limit=1&topic="+url.QueryEscape("bench/ingest/#"))
+		if err != nil {
+			return 0, "", err
+		}
+		id, err := newestID(body)
+		return int(id), "newest row id", err
+	}
+	var stored int
+	var how string
+	var at time.Time
+	deadline := start.Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		c, h, err := count()
+		if err != nil {
+			return 0, 0, "", fmt.Errorf("count stored messages: %w", err)
+		}
+		if c > stored {
+			stored, how, at = c, h, time.Now()
+		}
+		if stored >= n {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if stored == 0 {
+		return 0, 0, "", fmt.Errorf("nothing stored within %s; log: %s", limit, sub.LogTail())
+	}
+	return stored, at.Sub(start), how, nil
+}
+
+// endToEnd: HTTP request to stored row at a steady rate.
+func (b *bench) endToEnd(ctx context.Context) error {
+	pub, err := b.publisher(ctx)
+	if err != nil {
+		return err
+	}
+	sub, err := b.subscriber(ctx)
+	if err != nil {
+		return err
+	}
+	n := int(b.cfg.E2EDuration.Seconds() * float64(b.cfg.E2ERate))
+	stopPub := b.profile(pub, "e2e-publisher")
+	stopSub := b.profile(sub, "e2e-subscriber")
+	r, err := endToEnd(ctx, pub, sub, b.cfg.Conns, n, b.cfg.E2ERate)
+	stopPub()
+	stopSub()
+	b.sample(pub)
+	b.sample(sub)
+	if err != nil {
+		return err
+	}
+	b.logf("%d published (%d failed), %d seen stored, by %s; publish answer p50 %.2f ms p99 %.2f ms",
+		r.Sent, r.Failed, r.Seen, r.Method, ms(r.HTTP.Percentile(0.5)), ms(r.HTTP.Percentile(0.99)))
+	switch r.Method {
+	case "stream":
+		b.note("end to end: from the moment each request was due to the moment its event arrived on GET /messages/stream (after the commit); received_at (arrival, before the commit) was at p50 %.2f ms, p99 %.2f ms",
+			ms(r.Arrival.Percentile(0.5)), ms(r.Arrival.Percentile(0.99)))
+	default:
+		b.note("end to end: the subscriber has no GET /messages/stream, so this is from the moment each request was due to the row's received_at, stamped on arrival before the commit: the commit is not included")
+	}
+	if r.Seen < r.Sent {
+		b.note("end to end: %d of %d published messages were not seen stored", r.Sent-r.Seen, r.Sent)
+	}
+	if r.Failed > 0 {
+		b.note("end to end: %d publishes failed, first: %s", r.Failed, r.FirstErr)
+	}
+	if len(r.Commit) == 0 {
+		return errors.New("no message was seen stored")
+	}
+	b.figs = append(b.figs,
+		measured(figE2E50, "ms", ms(r.Commit.Percentile(0.5)), nil, Target{}),
+		measured(figE2E99, "ms", ms(r.Commit.Percentile(0.99)), nil, Target{below, 10}))
+	return nil
+}
+
+// query: GET /messages?topic=a/+/c&limit=100 over a filled file.
+func (b *bench) query(ctx context.Context) error {
+	// The main subscriber is done; its memory has been sampled.
+	b.stop(b.sub)
+	b.sub = nil
+	db := filepath.Join(b.dir, "query.db")
+	sub, err := b.startSubscriber(ctx, "subscriber-query", db, "bench-query", "bench/query/#")
+	if err != nil {
+		return err
+	}
+	b.stop(sub)
+	t := time.Now()
+	if err := fillStore(ctx, db, b.cfg.Rows); err != nil {
+		return fmt.Errorf("fill %s: %w", db, err)
+	}
+	b.logf("filled %d rows in %s", b.cfg.Rows, time.Since(t).Round(100*time.Millisecond))
+	if err := sub.Restart(ctx); err != nil {
+		return err
+	}
+	defer b.stop(sub)
+	if err := sub.WaitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	stop := b.profile(sub, "query")
+	lat, err := queryLatency(ctx, sub.URL(), b.cfg.QueryDuration, b.cfg.Queries)
+	stop()
+	if err != nil {
+		return err
+	}
+	b.logf("%d queries: p50 %.2f ms, p99 %.2f ms", len(lat), ms(lat.Percentile(0.5)), ms(lat.Percentile(0.99)))
+	rows := thousands(int64(b.cfg.Rows))
+	b.figs = append(b.figs,
+		measured(figQuery50, "ms", ms(lat.Percentile(0.5)), nil, Target{below, 5}),
+		measured(figQuery99, "ms", ms(lat.Percentile(0.99)), nil, Target{}))
+	b.note("query: %s rows over 1,000 topics, a/+/c matching 2.5%%; one request at a time", rows)
+	return nil
+}
+
+func findMosquitto() (string, error) {
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("mosquitto not found in PATH (apt-get install mosquitto)")
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// makeSession connects clientID with a persistent session, subscribes it
+// to filter at QoS 1 and disconnects, so that the broker queues what is
+// published on filter until the client comes back.
+func makeSession(brokerURL, clientID, filter string) error {
+	c, err := connect(brokerURL, mqtt.NewClientOptions().SetClientID(clientID).SetCleanSession(false))
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(250)
+	t := c.Subscribe(filter, 1, nil)
+	if !t.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("subscribe %s: timed out", filter)
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", filter, err)
+	}
+	return nil
+}
+
+// fillQueue publishes n QoS 1 messages under prefix straight to the broker
+// and waits for every PUBACK.
+func fillQueue(ctx context.Context, brokerURL, prefix string, n int) error {
+	c, err := connect(brokerURL, mqtt.NewClientOptions().SetClientID("bench-filler"))
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(250)
+	const workers, window = 8, 500
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for range workers {
+		wg.Go(func() {
+			toks := make([]mqtt.Token, 0, window)
+			for ctx.Err() == nil {
+				from := int(next.Add(window) - window)
+				if from >= n {
+					return
+				}
+				toks = toks[:0]
+				for i := from; i < min(from+window, n); i++ {
+					t, m := sample(prefix, i)
+					toks = append(toks, c.Publish(t, 1, false, m))
+				}
+				for _, t := range toks {
+					if !t.WaitTimeout(30 * time.Second) {
+						errOnce.Do(func() { firstErr = errors.New("fill queue: no PUBACK within 30s") })
+						return
+					}
+					if err := t.Error(); err != nil {
+						errOnce.Do(func() { firstErr = fmt.Errorf("fill queue: %w", err) })
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return firstErr
+}
+
+// pahoDrain is the ingest baseline: a plain paho client resumes clientID's
+// session and receives (and acknowledges, after its handler returns, as
+// paho does by default) n queued messages without storing them. It
+// returns messages per second from the connect call to the n-th message.
+func pahoDrain(ctx context.Context, brokerURL, clientID string, n int, limit time.Duration) (float64, error) {
+	var got atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	opts := mqtt.NewClientOptions().SetClientID(clientID).SetCleanSession(false).
+		SetDefaultPublishHandler(func(_ mqtt.Client, _ mqtt.Message) {
+			if got.Add(1) == int64(n) {
+				once.Do(func() { close(done) })
+			}
+		})
+	start := time.Now()
+	c, err := connect(brokerURL, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Disconnect(250)
+	select {
+	case <-done:
+		return rate(n, time.Since(start)), nil
+	case <-time.After(limit):
+		return 0, fmt.Errorf("received %d of %d queued messages in %s", got.Load(), n, limit)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// metricSum adds up every sample of the metric name in Prometheus text
+// exposition format; ok is false when there is none.
+func metricSum(text []byte, name string) (sum float64, ok bool) {
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, found := strings.CutPrefix(line, name)
+		if !found || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			rest = rest[end+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		sum, ok = sum+v, true
+	}
+	return sum, ok
+}
+
+// newestID reads the id of the first (newest) row of a GET /messages answer.
+func newestID(body []byte) (int64, error) {
+	var page struct {
+		Messages []storedMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		return 0, fmt.Errorf("decode messages: %w", err)
+	}
+	if len(page.Messages) == 0 {
+		return 0, nil
+	}
+	return page.Messages[0].ID, nil
+}

@@ -1,0 +1,51 @@
+package main
+
+import "testing"
+
+func TestMetricSum(t *testing.T) {
+	const text = `# HELP subscriber_messages_stored_total Messages committed to the store.
+# TYPE subscriber_messages_stored_total counter
+subscriber_messages_stored_total{qos="0"} 5
+subscriber_messages_stored_total{qos="1",topic="a{b}"} 1.2e+06
+subscriber_messages_stored_total_extra 7
+other_total 9
+`
+	tests := []struct {
+		name   string
+		text   string
+		metric string
+		want   float64
+		wantOK bool
+	}{
+		{"labelled series add up", text, "subscriber_messages_stored_total", 1200005, true},
+		{"longer name is another metric", text, "subscriber_messages_stored", 0, false},
+		{"unlabelled", "other_total 9\n", "other_total", 9, true},
+		{"absent", text, "missing_total", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := metricSum([]byte(tt.text), tt.metric)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("%s: metricSum(%q) = %v, %v; want %v, %v", tt.name, tt.metric, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestSeqOf(t *testing.T) {
+	_, m := sample("bench/e2e", 1234)
+	tests := []struct {
+		in     string
+		want   int
+		wantOK bool
+	}{
+		{m, 1234, true},
+		{"seq=7", 7, true},
+		{"value=21.5", 0, false},
+		{"seq=x value=1", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := seqOf(tt.in)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("seqOf(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
