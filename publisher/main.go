@@ -74,14 +74,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A fresh context for stopping: ctx may be cancelled already.
+	stopCtx := context.WithoutCancel(ctx)
 	handler, err := api.NewServer(log, cfg, mq, reg)
 	if err != nil {
-		return errors.Join(err, mq.Close(closeContext(cfg)))
+		return errors.Join(err, mq.Close(stopCtx))
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err), mq.Close(closeContext(cfg)))
+		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err), mq.Close(stopCtx))
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -106,8 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	}
 
-	// A fresh context: ctx is already cancelled.
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(stopCtx, cfg.ShutdownTimeout)
 	defer cancel()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		err = errors.Join(err, fmt.Errorf("shut down http server: %w", serr))
@@ -123,14 +124,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func closeContext(cfg config.Config) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.PublishTimeout)
-	// The context only bounds a close at startup failure; release it with
-	// the timer.
-	time.AfterFunc(cfg.PublishTimeout, cancel)
-	return ctx
 }
 
 func newLogger(w io.Writer, cfg config.Config) *slog.Logger {
