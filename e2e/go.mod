@@ -1,6 +1,6 @@
 module github.com/telemetry-stack/mqtt-stack/e2e
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
