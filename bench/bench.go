@@ -41,8 +41,11 @@ type bench struct {
 	pub    *Proc
 	sub    *Proc
 	peak   map[string]float64
-	figs   []Figure
-	notes  []string
+	// ingestStats are the main subscriber's commit counters after the
+	// ingest, so that the end-to-end run can report its own share.
+	ingestStats commitStats
+	figs        []Figure
+	notes       []string
 }
 
 func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
@@ -149,7 +152,11 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	for _, n := range b.notes {
 		fmt.Fprintf(out, "note: %s\n", n)
 	}
-	fmt.Fprintf(out, "machine: %s\ndate: %s, %s run, %s\n", machine, rep.Date, rep.Kind, time.Since(b.start).Round(time.Second))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		rep.Notes = append(rep.Notes, "load average at the end: "+strings.Join(strings.Fields(string(la))[:3], " "))
+	}
+	fmt.Fprintf(out, "machine: %s\ndate: %s, %s run, %s; load average at start %s\n", machine, rep.Date, rep.Kind,
+		time.Since(b.start).Round(time.Second), machine.LoadAverage)
 	if cfg.Results != "" {
 		paths, err := rep.Write(cfg.Results)
 		if err != nil {
@@ -302,7 +309,10 @@ func (b *bench) profile(p *Proc, name string) func() {
 	}
 	return func() {
 		_ = cmd.Process.Signal(syscall.SIGINT)
-		if err := cmd.Wait(); err != nil {
+		// perf ends on the interrupt it was sent; only a failure to wait
+		// for it at all is worth a line.
+		var exit *exec.ExitError
+		if err := cmd.Wait(); err != nil && !errors.As(err, &exit) {
 			b.logf("perf %s: %v", name, err)
 		}
 	}
@@ -448,6 +458,9 @@ func (b *bench) ingest(ctx context.Context) error {
 	}
 	perSecond := rate(stored, elapsed)
 	b.logf("%-22s %9.0f msg/s  (%d stored in %s, counted by %s)", "subscriber", perSecond, stored, elapsed.Round(time.Millisecond), how)
+	if b.ingestStats, err = readCommitStats(ctx, sub); err == nil {
+		b.note("ingest: %s", b.ingestStats.since(commitStats{}))
+	}
 	if stored < n {
 		b.note("ingest: only %d of %d messages were stored within %s; the rate is over that time", stored, n, b.cfg.IngestLimit)
 	}
@@ -519,6 +532,9 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	b.sample(sub)
 	if err != nil {
 		return err
+	}
+	if after, err := readCommitStats(ctx, sub); err == nil {
+		b.note("end to end: %s", after.since(b.ingestStats))
 	}
 	b.logf("%d published (%d failed), %d seen stored, by %s; publish answer p50 %.2f ms p99 %.2f ms",
 		r.Sent, r.Failed, r.Seen, r.Method, ms(r.HTTP.Percentile(0.5)), ms(r.HTTP.Percentile(0.99)))

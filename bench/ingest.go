@@ -157,3 +157,35 @@ func newestID(body []byte) (int64, error) {
 	}
 	return page.Messages[0].ID, nil
 }
+
+// commitStats are the subscriber's own counters of its commits.
+type commitStats struct {
+	commits, seconds, messages float64
+}
+
+// readCommitStats scrapes the subscriber's commit histograms.
+func readCommitStats(ctx context.Context, sub *Proc) (commitStats, error) {
+	body, err := get(ctx, newClient(1), sub.URL()+"/metrics")
+	if err != nil {
+		return commitStats{}, err
+	}
+	var s commitStats
+	var ok1, ok2, ok3 bool
+	s.commits, ok1 = metricSum(body, "subscriber_commit_duration_seconds_count")
+	s.seconds, ok2 = metricSum(body, "subscriber_commit_duration_seconds_sum")
+	s.messages, ok3 = metricSum(body, "subscriber_batch_size_sum")
+	if !ok1 || !ok2 || !ok3 {
+		return s, errors.New("no commit histograms in /metrics")
+	}
+	return s, nil
+}
+
+// since describes the commits between before and s.
+func (s commitStats) since(before commitStats) string {
+	n := s.commits - before.commits
+	if n <= 0 {
+		return "no commits"
+	}
+	return fmt.Sprintf("%.0f commits, %.1f messages and %.2f ms each on average (subscriber's own histograms)",
+		n, (s.messages-before.messages)/n, (s.seconds-before.seconds)/n*1000)
+}

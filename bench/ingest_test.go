@@ -49,3 +49,20 @@ func TestSeqOf(t *testing.T) {
 		}
 	}
 }
+
+func TestCommitStatsSince(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after commitStats
+		want          string
+	}{
+		{"none", commitStats{}, commitStats{}, "no commits"},
+		{"delta", commitStats{commits: 10, seconds: 1, messages: 100}, commitStats{commits: 20, seconds: 1.05, messages: 1100},
+			"10 commits, 100.0 messages and 5.00 ms each on average (subscriber's own histograms)"},
+	}
+	for _, tt := range tests {
+		if got := tt.after.since(tt.before); got != tt.want {
+			t.Errorf("%s: since = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
