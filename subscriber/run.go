@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stdout)
+	log := newLogger(cfg.LogFormat, cfg.Level, stdout)
 
 	st, err := openStore(ctx, cfg.Database)
 	if err != nil {
@@ -72,7 +72,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	log.Info("http server listening", "addr", ln.Addr().String())
+	// Logged whatever LOG_LEVEL says: scripts and tests read the bound
+	// address from it (HTTP_ADDR may end in :0).
+	newLogger(cfg.LogFormat, min(cfg.Level, slog.LevelInfo), stdout).
+		Info("http server listening", "addr", ln.Addr().String())
 
 	// Ingest outlives ctx: at a signal HTTP stops first, then ingest
 	// commits what is queued before it disconnects.
@@ -119,9 +122,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runErr
 }
 
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.Level}
-	if cfg.LogFormat == "json" {
+func newLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
