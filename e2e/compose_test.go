@@ -481,3 +481,45 @@ func composeSortedKeys(m map[string]bool) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// TestComposeDashboardMetricsExist checks that every metric the provisioned
+// Grafana dashboard queries is one a service registers (a metric renamed in
+// the code would leave an empty panel).
+func TestComposeDashboardMetricsExist(t *testing.T) {
+	root := harness.RepoRoot(t)
+	dash, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "dashboards", "mqtt-stack.json"))
+	if err != nil {
+		t.Fatalf("read dashboard: %v", err)
+	}
+	var src bytes.Buffer
+	for _, m := range []string{"publisher", "subscriber"} {
+		err := filepath.WalkDir(filepath.Join(root, m, "internal"), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			src.Write(b)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("read %s sources: %v", m, err)
+		}
+	}
+	used := regexp.MustCompile(`\b(?:publisher|subscriber)_[a-z0-9_]+`).FindAllString(string(dash), -1)
+	if len(used) == 0 {
+		t.Fatalf("the dashboard queries no publisher_ or subscriber_ metric")
+	}
+	seen := map[string]bool{}
+	for _, name := range used {
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			name = strings.TrimSuffix(name, suffix)
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if !bytes.Contains(src.Bytes(), []byte(`"`+name+`"`)) {
+			t.Errorf("the dashboard queries %s, which no service registers", name)
+		}
+	}
+}
