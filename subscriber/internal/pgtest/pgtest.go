@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -13,8 +14,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Server is the administrative URL of the test server.
-const Server = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+// Server is the administrative URL of the test server; TEST_POSTGRES_URL
+// names another one.
+func Server() string {
+	if u := os.Getenv("TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
 
 // Database creates an empty database and returns its URL. Without a server
 // it skips the test, or fails it when CI=true.
@@ -22,12 +29,12 @@ func Database(tb testing.TB) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, Server)
+	admin, err := pgx.Connect(ctx, Server())
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			tb.Fatalf("postgresql on 127.0.0.1:5432: %v", err)
+			tb.Fatalf("postgresql at %s: %v", Server(), err)
 		}
-		tb.Skipf("postgresql on 127.0.0.1:5432 not available: %v", err)
+		tb.Skipf("postgresql at %s not available: %v", Server(), err)
 	}
 	defer admin.Close(context.Background())
 	b := make([]byte, 6)
@@ -41,7 +48,7 @@ func Database(tb testing.TB) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, err := pgx.Connect(ctx, Server)
+		c, err := pgx.Connect(ctx, Server())
 		if err != nil {
 			tb.Errorf("drop database %s: %v", name, err)
 			return
@@ -51,5 +58,9 @@ func Database(tb testing.TB) string {
 			tb.Errorf("drop database %s: %v", name, err)
 		}
 	})
-	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+	cfg, err := pgx.ParseConfig(Server())
+	if err != nil {
+		tb.Fatalf("parse %s: %v", Server(), err)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
 }
