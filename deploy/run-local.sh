@@ -56,7 +56,8 @@ pids=() names=()
 # start NAME CMD...: run CMD in the background, its output prefixed by NAME.
 # Job control is on while it starts, so that CMD gets a process group of its
 # own: Ctrl-C then reaches only this script (and its `sleep`), which stops
-# the processes in order, each with its whole group.
+# the processes in order: services first (they publish `offline`), broker
+# last.
 start() {
 	local name=$1
 	shift
@@ -67,22 +68,38 @@ start() {
 	names+=("$name")
 }
 
+# stop_one PID: SIGTERM to the process alone (its output pipe stays open for
+# its last lines), up to 15s for a graceful exit, then SIGKILL to its group.
+stop_one() {
+	local pid=$1 n=0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	while kill -0 "$pid" 2>/dev/null && ((n < 150)); do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		say "process $pid did not stop within 15s: killing its process group"
+		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
 stopping=0
 stop_all() {
 	((stopping)) && return
 	stopping=1
 	local i
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill -TERM -- "-${pids[i]}" 2>/dev/null || kill -TERM "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
+		stop_one "${pids[i]}"
 	done
+	wait 2>/dev/null || true # the log prefixers, which end with their process
 }
 trap 'stop_all' EXIT
 trap 'say "stopping"; stop_all; exit 130' INT TERM
 
 # --- broker ------------------------------------------------------------------
 if answers "$mqtt_port"; then
-	say "a broker already answers on 127.0.0.1:$mqtt_port: using it (it must accept the users publisher and subscriber with the passwords above, or anonymous clients)"
+	say "a broker already answers on 127.0.0.1:$mqtt_port: using it (it must accept the users publisher and subscriber with PUBLISHER_MQTT_PASSWORD and SUBSCRIBER_MQTT_PASSWORD, or anonymous clients)"
 else
 	mosquitto=$(find_cmd mosquitto) || die "mosquitto not found (install Eclipse Mosquitto 2, or start a broker on port $mqtt_port)"
 	find_cmd mosquitto_passwd >/dev/null || die "mosquitto_passwd not found"
@@ -109,6 +126,7 @@ fi
 # --- services ----------------------------------------------------------------
 for svc in publisher subscriber; do
 	say "building $svc"
+	# Each module builds alone, as in its Dockerfile.
 	(cd "$root/$svc" && GOWORK=off go build -o "$run/bin/$svc" .) || die "go build $svc failed"
 done
 
