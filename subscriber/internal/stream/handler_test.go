@@ -502,8 +502,9 @@ func TestStreamEnds(t *testing.T) {
 	})
 }
 
-// The server's WriteTimeout would cut a long stream; the handler lifts it.
-func TestStreamOutlivesServerWriteTimeout(t *testing.T) {
+// The server's read and write timeouts would cut a long stream; the
+// handler lifts them for its own request.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "messages.db"))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -512,12 +513,13 @@ func TestStreamOutlivesServerWriteTimeout(t *testing.T) {
 	hub := NewHub(16)
 	srv := httptest.NewUnstartedServer(Handler(slog.New(slog.NewTextHandler(io.Discard, nil)), st, hub, testEncode, Options{}))
 	srv.Config.WriteTimeout = 100 * time.Millisecond
+	srv.Config.ReadTimeout = 100 * time.Millisecond
 	srv.Start()
 	defer srv.Close()
 	defer hub.Close()
 	e := &env{st: st, hub: hub, url: srv.URL}
 	c := open(t, srv.URL+"/messages/stream")
 	waitClients(t, hub, 1)
-	time.Sleep(300 * time.Millisecond) // past the server's WriteTimeout
+	time.Sleep(300 * time.Millisecond) // past the server's timeouts
 	c.expectNext(t, e, "after/timeout")
 }

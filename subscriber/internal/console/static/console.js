@@ -149,7 +149,9 @@
   }
 
   // series returns the topics to draw, busiest first, with per-bin rates.
-  function series(firstBin, nbins) {
+  // The newest bin is still filling: its rate is over the seconds so far.
+  function series(firstBin, nbins, now) {
+    const current = Math.max(1, now - (firstBin + (nbins - 1) * BIN_S));
     const all = [];
     for (const [topic, bins] of state.bins) {
       const rates = new Array(nbins).fill(0);
@@ -161,7 +163,7 @@
           continue;
         }
         if (i < nbins) {
-          rates[i] = n / BIN_S;
+          rates[i] = n / (i === nbins - 1 ? current : BIN_S);
           total += n;
         }
       }
@@ -206,9 +208,10 @@
     g.clearRect(0, 0, w, h);
 
     const nbins = WINDOW_S / BIN_S;
-    const lastBin = Math.floor(Date.now() / 1000 / BIN_S) * BIN_S;
+    const now = Date.now() / 1000;
+    const lastBin = Math.floor(now / BIN_S) * BIN_S;
     const firstBin = lastBin - (nbins - 1) * BIN_S;
-    const ss = series(firstBin, nbins);
+    const ss = series(firstBin, nbins, now);
     let peak = 0;
     for (const s of ss) for (const r of s.rates) peak = Math.max(peak, r);
     const top = niceMax(peak);
