@@ -88,6 +88,11 @@ func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options
 				problem(log, w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
 				return
 			}
+			if rp.after != after {
+				log.Info("stream resume id is newer than every stored message; replaying from the start",
+					"filter", filter, "after", after)
+				after = rp.after
+			}
 		}
 
 		rc := http.NewResponseController(w)

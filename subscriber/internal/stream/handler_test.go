@@ -394,6 +394,25 @@ func TestStreamReplay(t *testing.T) {
 	}
 }
 
+// A resume id above every stored id comes from another database (the store
+// was replaced while the browser kept its Last-Event-ID): the stream starts
+// from the beginning instead of skipping new messages up to that id.
+func TestStreamForeignResumeID(t *testing.T) {
+	e := newEnv(t, 16, Options{}, nil)
+	ids := e.commit(t, "f/1", "f/2")
+	c := open(t, e.url+"/messages/stream?topic=f/%2B", "Last-Event-ID", "1000")
+	got, _ := c.messages(t, 2)
+	if !slices.Equal(got, ids) {
+		t.Errorf("got %v, want %v", got, ids)
+	}
+	c.expectNext(t, e, "f/3")
+
+	empty := newEnv(t, 16, Options{}, nil)
+	c = open(t, empty.url+"/messages/stream", "Last-Event-ID", "1000")
+	waitClients(t, empty.hub, 1)
+	c.expectNext(t, empty, "f/first")
+}
+
 // Messages committed while the replay reads the store arrive both from the
 // store and from the hub: each is sent once, in order, and none committed
 // after the read is lost.

@@ -31,6 +31,30 @@ type replay struct {
 
 // plan walks down from the newest stored message to after.
 func (r *replay) plan(ctx context.Context) error {
+	if err := r.walk(ctx); err != nil {
+		return err
+	}
+	if len(r.rows) > 0 || len(r.bounds) > 0 || r.after == 0 {
+		return nil
+	}
+	// Nothing after the id: fine, unless no stored id reaches it. Ids are
+	// never reused and retention deletes the oldest first, so then the id
+	// came from another database (the store was replaced while the client
+	// kept its Last-Event-ID): start from the beginning rather than skip
+	// every new message up to that id.
+	newest, err := r.src.List(ctx, store.Query{Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(newest) > 0 && newest[0].ID >= r.after {
+		return nil
+	}
+	r.after = 0
+	return r.walk(ctx)
+}
+
+// walk reads newest-first pages down to after.
+func (r *replay) walk(ctx context.Context) error {
 	var before int64 // unbounded
 	for {
 		rows, err := r.src.List(ctx, store.Query{Filter: r.filter, Before: before, Limit: r.page})
