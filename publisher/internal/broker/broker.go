@@ -93,6 +93,7 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetBinaryWill(o.StatusTopic, []byte(statusOffline), 1, true).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(c.onConnectionLost).
+		SetReconnectingHandler(c.onReconnecting).
 		SetConnectionNotificationHandler(c.onNotification)
 	if o.TLS != nil {
 		po.SetTLSConfig(o.TLS)
@@ -140,6 +141,14 @@ func (c *Client) onConnect(client mqtt.Client) {
 func (c *Client) onConnectionLost(_ mqtt.Client, err error) {
 	c.markLost()
 	c.log.Warn("mqtt connection lost", "broker", c.opts.URL, "error", err)
+}
+
+// onReconnecting runs in Paho's reconnect goroutine before each attempt, so
+// before a new session resends (and completes the tokens of) what the old one
+// left unacknowledged. onConnectionLost runs in a goroutine of its own and
+// may come later.
+func (c *Client) onReconnecting(mqtt.Client, *mqtt.ClientOptions) {
+	c.markLost()
 }
 
 func (c *Client) markLost() {
@@ -249,19 +258,31 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 }
 
 func wait(ctx context.Context, t mqtt.Token, lost <-chan struct{}) error {
-	// A completed token wins over a deadline that passed meanwhile.
 	select {
 	case <-t.Done():
-		return t.Error()
-	default:
-	}
-	select {
-	case <-t.Done():
-		return t.Error()
 	case <-lost:
 		return ErrConnectionLost
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		// A token that completed meanwhile still counts.
+		select {
+		case <-t.Done():
+		default:
+			return context.Cause(ctx)
+		}
+	}
+	if err := t.Error(); err != nil {
+		return err
+	}
+	// After a reconnect Paho resends what was unacknowledged and completes
+	// the original token, without error, as it does so: a token completed
+	// once its connection was lost proves nothing. (A PUBACK that came just
+	// before the loss is reported lost too; the client retries, at least
+	// once.)
+	select {
+	case <-lost:
+		return ErrConnectionLost
+	default:
+		return nil
 	}
 }
 
