@@ -78,11 +78,13 @@
     return { text: full, full: full, bytes: bin.length };
   }
 
-  function cell(tr, cls, text, title) {
+  // cell adds a cell; label names it where a narrow screen hides the head.
+  function cell(tr, cls, text, title, label) {
     const td = document.createElement("td");
     td.className = cls;
     td.textContent = text;
     if (title) td.title = title;
+    if (label) td.dataset.label = label;
     tr.appendChild(td);
     return td;
   }
@@ -95,9 +97,9 @@
     const at = new Date(m.received_at);
     cell(tr, "time", isNaN(at) ? m.received_at : clock(at), m.received_at);
     cell(tr, "topic", m.topic);
-    cell(tr, "num", String(m.qos));
-    cell(tr, "flag", m.retained ? "\u2713" : "", m.retained ? "retained" : "");
-    cell(tr, "flag", m.duplicate ? "\u2713" : "", m.duplicate ? "possibly a redelivery" : "");
+    cell(tr, "num", String(m.qos), "", "QoS");
+    cell(tr, "flag retained", m.retained ? "\u2713" : "", m.retained ? "retained" : "", "retained");
+    cell(tr, "flag dup", m.duplicate ? "\u2713" : "", m.duplicate ? "possibly a redelivery" : "", "duplicate");
     const td = cell(tr, "payload", "");
     let text = m.payload;
     let full = m.payload;
@@ -217,7 +219,9 @@
     const top = niceMax(peak);
 
     g.font = "11px system-ui, sans-serif";
-    const left = Math.ceil(g.measureText(fmtRate(top)).width) + 8;
+    let left = 0;
+    for (let k = 0; k <= 4; k++) left = Math.max(left, g.measureText(fmtRate((top * k) / 4)).width);
+    left = Math.ceil(left) + 8;
     const right = 6, up = 8, bottom = 18;
     const pw = w - left - right, ph = h - up - bottom;
     const x = (i) => left + (nbins === 1 ? 0 : (i / (nbins - 1)) * pw);
@@ -260,12 +264,10 @@
   }
 
   function fmtRate(v) {
-    if (v === 0) return "0";
-    if (v < 1) return v.toFixed(v < 0.1 ? 2 : 1);
-    return String(Math.round(v * 10) / 10);
+    return String(Number(v.toPrecision(3)));
   }
 
-  let legendKey = "";
+  let legendKey = null;
   function legend(ss) {
     const key = ss.map((s) => s.topic).join("\u0000");
     if (key === legendKey) return;
@@ -377,6 +379,7 @@
     }
     if (gen !== state.generation) return;
     for (let i = backlog.length - 1; i >= 0; i--) add(backlog[i], false);
+    draw();
     openStream(state.lastId);
   }
 
