@@ -62,9 +62,11 @@ const maxBurst = 64
 func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options) http.Handler {
 	opt = opt.withDefaults()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		filter := r.URL.Query().Get("topic")
-		if filter == "" {
-			filter = "#"
+		// As for GET /messages: no topic is every topic, an empty one is
+		// an invalid filter.
+		filter := "#"
+		if q := r.URL.Query(); q.Has("topic") {
+			filter = q.Get("topic")
 		}
 		if err := topic.ValidateFilter(filter); err != nil {
 			problem(log, w, http.StatusBadRequest, "invalid topic filter", fmt.Sprintf("topic %q %v", filter, err))

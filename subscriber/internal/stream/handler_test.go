@@ -288,6 +288,7 @@ func TestStreamBadRequest(t *testing.T) {
 	}{
 		{"filter with # inside", "?topic=a/%23/b", nil, "topic"},
 		{"filter with a+", "?topic=a%2B/b", nil, "topic"},
+		{"empty filter", "?topic=", nil, "topic"},
 		{"after not a number", "?after=x", nil, "after"},
 		{"after negative", "?after=-1", nil, "after"},
 		{"Last-Event-ID not a number", "", []string{"Last-Event-ID", "abc"}, "Last-Event-ID"},
