@@ -19,15 +19,15 @@ import (
 // ones that must end up stored.
 type load struct {
 	mu      sync.Mutex
-	acked   map[string]bool
-	refused int           // 503 and 504 answers, and requests that failed
-	slowest time.Duration // the longest a 503 took
+	acked   map[string]time.Time // payload: when its 200 arrived
+	refused int                  // 503 and 504 answers, and requests that failed
+	slowest time.Duration        // the longest a 503 took
 }
 
 // run publishes n messages on topic prefix/<i%10> with QoS 1 and 2 from
 // workers goroutines, and returns when all were tried or ctx ends.
 func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
-	l.acked = map[string]bool{}
+	l.acked = map[string]time.Time{}
 	client := &http.Client{Timeout: 10 * time.Second}
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -50,7 +50,7 @@ func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
 				l.mu.Lock()
 				switch {
 				case status == http.StatusOK:
-					l.acked[payload] = true
+					l.acked[payload] = time.Now()
 				case status == http.StatusServiceUnavailable:
 					l.refused++
 					l.slowest = max(l.slowest, took)
@@ -73,39 +73,63 @@ func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
 
 // audit waits until every acknowledged message of prefix is stored, then
 // reports how many were missing and how many were stored more than once.
-func audit(tb testing.TB, sub *harness.Service, prefix string, l *load, d time.Duration) {
+// lost may excuse a missing message: given when it was acknowledged, it says
+// whether losing it is within what the broker's settings promise.
+func audit(tb testing.TB, sub *harness.Service, prefix string, l *load, d time.Duration, lost func(time.Time) bool) {
 	tb.Helper()
 	var rows []stored
-	missing := len(l.acked)
+	var missing []string
 	harness.Eventually(d, func() bool {
 		rows = listAll(tb, sub, prefix+"/#")
 		have := map[string]bool{}
 		for _, r := range rows {
 			have[r.Payload] = true
 		}
-		missing = 0
+		missing = missing[:0]
 		for p := range l.acked {
 			if !have[p] {
-				missing++
+				missing = append(missing, p)
 			}
 		}
-		return missing == 0
+		return len(missing) == 0
 	})
-	copies, flagged := 0, 0
-	seen := map[string]bool{}
+	// Every row past the first of a payload is a duplicate. Flagged means the
+	// subscriber said it could not tell (duplicate: true); an unflagged second
+	// row is one it did not notice.
+	flagged, unflagged := 0, 0
+	distinct := map[string]bool{}
+	plain := map[string]int{}
 	for _, r := range rows {
-		if seen[r.Payload] {
-			copies++
-		}
-		seen[r.Payload] = true
+		distinct[r.Payload] = true
 		if r.Duplicate {
 			flagged++
+		} else {
+			plain[r.Payload]++
 		}
 	}
-	tb.Logf("%s: %d acknowledged, %d refused (slowest 503 %v), %d rows stored, %d missing, %d stored twice, %d flagged duplicate",
-		prefix, len(l.acked), l.refused, l.slowest, len(rows), missing, copies, flagged)
-	if missing > 0 {
-		tb.Errorf("%s: %d acknowledged messages were not stored", prefix, missing)
+	var unnoticed []string
+	for p, n := range plain {
+		unflagged += max(n-1, 0)
+		if _, ok := l.acked[p]; ok && n > 1 {
+			unnoticed = append(unnoticed, p)
+		}
+	}
+	twice := len(rows) - len(distinct)
+	excused := 0
+	for _, p := range missing {
+		if lost != nil && lost(l.acked[p]) {
+			excused++
+		} else {
+			tb.Errorf("%s: %s acknowledged at %s was not stored", prefix, p, l.acked[p].Format("15:04:05.000"))
+		}
+	}
+	tb.Logf("%s: %d acknowledged, %d refused (slowest 503 %v), %d rows stored, %d missing (%d within the broker's snapshot window), %d stored twice (%d flagged duplicate, %d unflagged)",
+		prefix, len(l.acked), l.refused, l.slowest, len(rows), len(missing), excused, twice, flagged, unflagged)
+	// A publish answered 503 or 504 may reach the broker twice (the
+	// publisher's client resends it after a reconnect); one answered 200 went
+	// once, so a second unflagged row of it is the subscriber's doing.
+	if len(unnoticed) > 0 {
+		tb.Errorf("%s: %d acknowledged messages stored twice without duplicate: true, e.g. %s", prefix, len(unnoticed), unnoticed[0])
 	}
 	if len(l.acked) == 0 {
 		tb.Errorf("%s: no publish was acknowledged: the test proved nothing", prefix)
@@ -155,12 +179,12 @@ func TestFaultSubscriberKilled(t *testing.T) {
 		}
 	})
 	sub.WaitReady(t, 20*time.Second)
-	audit(t, sub, "kill", l, 60*time.Second)
+	audit(t, sub, "kill", l, 60*time.Second, nil)
 }
 
-// Restart the broker during a stream, twice gracefully and twice with
-// SIGKILL: the publisher refuses at once while it is down, and every message
-// it acknowledged is stored.
+// Restart the broker gracefully, twice, during a stream: the publisher
+// refuses at once while it is down, and every message it acknowledged is
+// stored.
 func TestFaultBrokerRestarted(t *testing.T) {
 	b := harness.StartBroker(t)
 	sub := startSubscriber(t, b, nil)
@@ -168,16 +192,51 @@ func TestFaultBrokerRestarted(t *testing.T) {
 	sub.WaitReady(t, 10*time.Second)
 	pub.WaitReady(t, 10*time.Second)
 
-	l := during(t, pub, "broker", 3000, func() {
-		for _, stop := range []func(){b.Stop, b.Kill, b.Stop, b.Kill} {
+	l := during(t, pub, "restart", 3000, func() {
+		for range 2 {
 			time.Sleep(500 * time.Millisecond)
-			stop()
+			b.Stop()
 			time.Sleep(500 * time.Millisecond)
 			b.Start()
 		}
 	})
 	sub.WaitReady(t, 30*time.Second)
-	audit(t, sub, "broker", l, 60*time.Second)
+	audit(t, sub, "restart", l, 60*time.Second, nil)
+}
+
+// SIGKILL the broker, twice, during a stream. Mosquitto 2.0 acknowledges a
+// message before it saves it (every autosave_interval, 1 s here and in
+// mosquitto.conf), so a killed broker forgets what it acknowledged since its
+// last snapshot and had not yet handed to the subscriber. The test holds it
+// to exactly that: a missing message must have been acknowledged within
+// autosave_interval (plus the time a snapshot takes) before a kill.
+func TestFaultBrokerKilled(t *testing.T) {
+	b := harness.StartBroker(t)
+	sub := startSubscriber(t, b, nil)
+	pub := startPublisher(t, b, nil)
+	sub.WaitReady(t, 10*time.Second)
+	pub.WaitReady(t, 10*time.Second)
+
+	var kills []time.Time
+	l := during(t, pub, "sigkill", 3000, func() {
+		for range 2 {
+			time.Sleep(700 * time.Millisecond)
+			kills = append(kills, time.Now())
+			b.Kill()
+			time.Sleep(500 * time.Millisecond)
+			b.Start()
+		}
+	})
+	sub.WaitReady(t, 30*time.Second)
+	const window = 1500 * time.Millisecond // autosave_interval 1 s, and the snapshot's own time
+	audit(t, sub, "sigkill", l, 30*time.Second, func(acked time.Time) bool {
+		for _, k := range kills {
+			if !acked.After(k) && k.Sub(acked) <= window {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // Cut the subscriber off PostgreSQL during a stream: it must not acknowledge
@@ -208,7 +267,7 @@ func TestFaultStoreUnavailable(t *testing.T) {
 		t.Errorf("/readyz turned 503 in %d of 2 outages of the store, want 2", notReady)
 	}
 	sub.WaitReady(t, 30*time.Second)
-	audit(t, sub, "store", l, 60*time.Second)
+	audit(t, sub, "store", l, 60*time.Second, nil)
 }
 
 // 100,000 QoS 1 messages queued while the subscriber is away are all stored
@@ -303,7 +362,7 @@ func TestFaultShareGroup(t *testing.T) {
 		two.Restart()
 	})
 	two.WaitReady(t, 20*time.Second)
-	audit(t, one, "share", l, 60*time.Second)
+	audit(t, one, "share", l, 60*time.Second, nil)
 
 	rows := listAll(t, one, "share/#")
 	if len(rows) != len(l.acked) {
