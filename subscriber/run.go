@@ -22,6 +22,7 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/retention"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
 // usageError is a bad command line: exit status 2, like a config error.
@@ -57,17 +58,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	hub := stream.NewHub(stream.DefaultBuffer)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_stream_clients", Help: "Open GET /messages/stream connections."},
+			func() float64 { return float64(hub.Clients()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_stream_dropped_total", Help: "Stream clients ended for falling too far behind."},
+			func() float64 { return float64(hub.Dropped()) }),
+	)
 	ing := ingest.New(log, ingest.Config{
 		Broker: cfg.Broker, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
 		TLS: cfg.TLS, QoS: byte(cfg.QoS), Filters: cfg.Topics, ShareGroup: cfg.ShareGroup,
 		StatusTopic: cfg.StatusTopic, LogPayloadBytes: cfg.LogPayloadBytes,
+		Committed: hub.Publish,
 	}, st, m)
 
 	handler := api.NewServer(log, st, []api.Check{
 		{Name: "mqtt", Func: func(context.Context) error { return ing.Ready() }},
 		{Name: "store", Func: st.Ping},
-	}, reg)
+	}, reg, hub, cfg.PublisherURL)
 	srv := api.Server(handler, log)
+	// Open event streams end at shutdown instead of holding it up.
+	srv.RegisterOnShutdown(hub.Close)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

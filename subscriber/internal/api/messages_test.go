@@ -19,6 +19,7 @@ import (
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
 func TestParseQuery(t *testing.T) {
@@ -108,7 +109,7 @@ func newTestServer(t *testing.T, ready ...Check) (*httptest.Server, store.Store)
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(NewServer(log, st, ready, prometheus.NewRegistry()))
+	srv := httptest.NewServer(NewServer(log, st, ready, prometheus.NewRegistry(), stream.NewHub(0), ""))
 	t.Cleanup(srv.Close)
 	return srv, st
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
 // Lister reads stored messages.
@@ -24,9 +25,10 @@ type Check struct {
 	Func func(ctx context.Context) error
 }
 
-// NewServer returns the handler of every route (see routes.go).
-func NewServer(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer) http.Handler {
-	return routes(log, messages, ready, metrics)
+// NewServer returns the handler of every route (see routes.go). hub feeds
+// GET /messages/stream; publisherURL is where the web console publishes.
+func NewServer(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, publisherURL string) http.Handler {
+	return routes(log, messages, ready, metrics, hub, publisherURL)
 }
 
 // Server wraps h with timeouts fit for this API. WriteTimeout bounds

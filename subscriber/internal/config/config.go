@@ -37,9 +37,12 @@ type Config struct {
 	Retention       time.Duration `envconfig:"RETENTION" default:"0"`
 	LogPayloadBytes int           `envconfig:"LOG_PAYLOAD_BYTES" default:"256"`
 
-	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":8081"`
-	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8081"`
+	// PublisherURL is the publisher's base URL as a browser reaches it;
+	// the web console publishes there. Empty hides the publish form.
+	PublisherURL string `envconfig:"PUBLISHER_URL"`
+	LogFormat    string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
 
 	// Derived by Load.
 	Topics   []string    `ignored:"true"`
@@ -146,6 +149,12 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return bad("HTTP_ADDR", "%q: want host:port, e.g. :8081", c.HTTPAddr)
+	}
+	if c.PublisherURL != "" {
+		u, err := url.Parse(c.PublisherURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return bad("PUBLISHER_URL", "%q: want the publisher's base URL as a browser reaches it, like http://localhost:8080", c.PublisherURL)
+		}
 	}
 	switch c.LogFormat {
 	case "text", "json":

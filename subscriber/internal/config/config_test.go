@@ -14,7 +14,7 @@ var vars = []string{
 	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE",
 	"MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS", "MQTT_STATUS_TOPIC", "MQTT_TOPICS",
 	"MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "HTTP_ADDR",
-	"LOG_FORMAT", "LOG_LEVEL",
+	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL",
 }
 
 func setenv(t *testing.T, env map[string]string) {
@@ -102,6 +102,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"HTTP_ADDR", "8081", ""},
 		{"LOG_FORMAT", "xml", ""},
 		{"LOG_LEVEL", "verbose", ""},
+		{"PUBLISHER_URL", "ftp://x", ""},
+		{"PUBLISHER_URL", "http://h?q=1", ""},
+		{"PUBLISHER_URL", "localhost:8080", ""},
 		{"MQTT_CA_FILE", "/nonexistent/ca.pem", ""},
 		{"MQTT_CERT_FILE", "/nonexistent/cert.pem", "MQTT_KEY_FILE"},
 	}
