@@ -1,8 +1,3 @@
-// Until e2e/go.mod requires github.com/chromedp/chromedp, this file builds
-// only with -tags browser; drop this constraint together with that require.
-
-//go:build browser
-
 package e2e
 
 import (
