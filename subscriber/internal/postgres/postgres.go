@@ -35,7 +35,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgresql: %w", err)
 	}
-	if err := migrate(ctx, pool); err != nil {
+	if err := migrate(ctx, pool, migrations); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -57,8 +57,8 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 const insert = `INSERT INTO messages
-	(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
+	(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`
 
 // Insert stores msgs in one transaction, sent as one batch.
 func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
@@ -74,7 +74,7 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 				payload = []byte{}
 			}
 			b.Queue(insert, m.Topic, payload, int16(m.QoS), m.Retained, m.Duplicate,
-				m.ReceivedAt, m.ClientID, int32(m.PacketID)).QueryRow(func(row pgx.Row) error {
+				m.ReceivedAt, m.ClientID, int32(m.PacketID), m.BatchKey).QueryRow(func(row pgx.Row) error {
 				return row.Scan(&ids[i])
 			})
 		}
@@ -89,13 +89,13 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 	return nil
 }
 
-const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id"
+const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
 
 func scan(row pgx.Row) (store.Message, error) {
 	var m store.Message
 	var qos int16
 	var packetID int32
-	if err := row.Scan(&m.ID, &m.Topic, &m.Payload, &qos, &m.Retained, &m.Duplicate, &m.ReceivedAt, &m.ClientID, &packetID); err != nil {
+	if err := row.Scan(&m.ID, &m.Topic, &m.Payload, &qos, &m.Retained, &m.Duplicate, &m.ReceivedAt, &m.ClientID, &packetID, &m.BatchKey); err != nil {
 		return m, err
 	}
 	m.QoS, m.PacketID = byte(qos), uint16(packetID)
@@ -182,6 +182,22 @@ func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID 
 		return store.Redelivery{}, fmt.Errorf("count messages of %s after %d: %w", clientID, m.ID, err)
 	}
 	return store.Redelivery{Message: m, Later: later}, nil
+}
+
+// BatchIDs returns the ids of the rows stored with key.
+func (s *Store) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
+	if key == 0 {
+		return nil, store.ErrNoBatchKey
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id FROM messages WHERE batch_key = $1 ORDER BY id`, key)
+	if err != nil {
+		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+	}
+	return ids, nil
 }
 
 // DeleteBefore deletes at most limit of the oldest rows received before cutoff.

@@ -3,6 +3,9 @@ package postgres
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/pgtest"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -43,3 +46,41 @@ func BenchmarkListPrefixFilter(b *testing.B) {
 	storetest.BenchmarkList(b, openFresh, 20000, "site3/+/temperature")
 }
 func BenchmarkListAll(b *testing.B) { storetest.BenchmarkList(b, openFresh, 20000, "#") }
+
+// A database made by the first schema (no batch_key) keeps its rows, with
+// key 0, and takes keyed batches after Open migrates it.
+func TestMigrateAddsBatchKey(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if err := migrate(ctx, pool, migrations[:1]); err != nil {
+		pool.Close()
+		t.Fatalf("first schema: %v", err)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO messages
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
+		VALUES ('old', '', 1, false, false, now(), 'c', 1)`)
+	pool.Close()
+	if err != nil {
+		t.Fatalf("insert old row: %v", err)
+	}
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	old, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
+	if err != nil || len(old) != 1 || old[0].BatchKey != 0 {
+		t.Fatalf("old rows: %+v, err %v, want one row with key 0", old, err)
+	}
+	msgs := []store.Message{{Topic: "new", Payload: []byte("x"), ClientID: "c", BatchKey: 7, ReceivedAt: time.Now()}}
+	if err := s.Insert(ctx, msgs); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	if ids, err := s.BatchIDs(ctx, 7); err != nil || len(ids) != 1 || ids[0] != msgs[0].ID {
+		t.Errorf("BatchIDs(7) = %v, %v, want [%d]", ids, err, msgs[0].ID)
+	}
+}

@@ -27,9 +27,15 @@ var migrations = []string{
 	-- Redelivery lookup: newest row of a client with a packet id.
 	CREATE INDEX messages_client_packet ON messages (client_id, packet_id, id);
 	CREATE INDEX messages_client_id ON messages (client_id, id);`,
+	// The Insert that stored a row, to settle a commit whose outcome was
+	// lost; 0 for rows stored before.
+	`ALTER TABLE messages ADD COLUMN batch_key INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX messages_batch_key ON messages (batch_key);`,
 }
 
-func migrate(ctx context.Context, db *sql.DB) (err error) {
+// migrate brings db up to the last of steps (migrations, or a prefix of it
+// in tests).
+func migrate(ctx context.Context, db *sql.DB, steps []string) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -52,15 +58,15 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 	case err != nil:
 		return fmt.Errorf("read schema_version: %w", err)
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(migrations))
+	if version > len(steps) {
+		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(steps))
 	}
-	for v := version; v < len(migrations); v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+	for v := version; v < len(steps); v++ {
+		if _, err := tx.ExecContext(ctx, steps[v]); err != nil {
 			return fmt.Errorf("migrate to version %d: %w", v+1, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(steps)); err != nil {
 		return fmt.Errorf("update schema_version: %w", err)
 	}
 	return tx.Commit()

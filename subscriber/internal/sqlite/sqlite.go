@@ -70,7 +70,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	s := &Store{w: w}
-	if err := migrate(ctx, w); err != nil {
+	if err := migrate(ctx, w, migrations); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
@@ -113,8 +113,8 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 		}
 	}()
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO messages
-		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
@@ -122,7 +122,7 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 	ids := make([]int64, len(msgs))
 	for i, m := range msgs {
 		res, err := stmt.ExecContext(ctx, m.Topic, nonNil(m.Payload), int(m.QoS), m.Retained, m.Duplicate,
-			m.ReceivedAt.UnixMicro(), m.ClientID, int(m.PacketID))
+			m.ReceivedAt.UnixMicro(), m.ClientID, int(m.PacketID), m.BatchKey)
 		if err != nil {
 			return fmt.Errorf("insert %s: %w", m.Topic, err)
 		}
@@ -154,7 +154,7 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id"
+const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
 
 type scanner interface{ Scan(...any) error }
 
@@ -162,7 +162,7 @@ func scan(row scanner) (store.Message, error) {
 	var m store.Message
 	var qos, packetID int
 	var at int64
-	if err := row.Scan(&m.ID, &m.Topic, &m.Payload, &qos, &m.Retained, &m.Duplicate, &at, &m.ClientID, &packetID); err != nil {
+	if err := row.Scan(&m.ID, &m.Topic, &m.Payload, &qos, &m.Retained, &m.Duplicate, &at, &m.ClientID, &packetID, &m.BatchKey); err != nil {
 		return m, err
 	}
 	m.QoS, m.PacketID = byte(qos), uint16(packetID)
@@ -246,6 +246,31 @@ func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID 
 		return store.Redelivery{}, fmt.Errorf("count messages of %s after %d: %w", clientID, m.ID, err)
 	}
 	return store.Redelivery{Message: m, Later: later}, nil
+}
+
+// BatchIDs returns the ids of the rows stored with key. It reads through the
+// writer connection so that it sees every committed batch.
+func (s *Store) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
+	if key == 0 {
+		return nil, store.ErrNoBatchKey
+	}
+	rows, err := s.w.QueryContext(ctx, `SELECT id FROM messages WHERE batch_key = ? ORDER BY id`, key)
+	if err != nil {
+		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+	}
+	return ids, nil
 }
 
 // DeleteBefore deletes at most limit of the oldest rows received before cutoff.

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -52,3 +53,41 @@ func BenchmarkListPrefixFilter(b *testing.B) {
 	storetest.BenchmarkList(b, openTemp, 20000, "site3/+/temperature")
 }
 func BenchmarkListAll(b *testing.B) { storetest.BenchmarkList(b, openTemp, 20000, "#") }
+
+// A file made by the first schema (no batch_key) keeps its rows, with key 0,
+// and takes keyed batches after Open migrates it.
+func TestMigrateAddsBatchKey(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messages.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if err := migrate(ctx, db, migrations[:1]); err != nil {
+		t.Fatalf("first schema: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO messages
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
+		VALUES ('old', x'', 1, 0, 0, 0, 'c', 1)`); err != nil {
+		t.Fatalf("insert old row: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	old, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
+	if err != nil || len(old) != 1 || old[0].BatchKey != 0 {
+		t.Fatalf("old rows: %+v, err %v, want one row with key 0", old, err)
+	}
+	msgs := []store.Message{{Topic: "new", Payload: []byte("x"), ClientID: "c", BatchKey: 7}}
+	if err := s.Insert(ctx, msgs); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	if ids, err := s.BatchIDs(ctx, 7); err != nil || len(ids) != 1 || ids[0] != msgs[0].ID {
+		t.Errorf("BatchIDs(7) = %v, %v, want [%d]", ids, err, msgs[0].ID)
+	}
+}

@@ -23,6 +23,12 @@ type Message struct {
 	// (same packet id, DUP flag) can be recognised after a reconnect.
 	ClientID string
 	PacketID uint16
+
+	// BatchKey names the Insert that stored the message (every row of one
+	// Insert has the same key), so that a writer whose commit failed in
+	// an unknown state can ask BatchIDs whether it happened. Zero is no
+	// key: rows stored before keys existed.
+	BatchKey int64
 }
 
 // Query selects stored messages, newest first.
@@ -46,6 +52,10 @@ type Redelivery struct {
 // ErrNotFound is returned when no row answers a lookup.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoBatchKey is returned by BatchIDs for key zero, which rows stored
+// without a key share.
+var ErrNoBatchKey = errors.New("batch key 0 names no batch")
+
 // Store keeps messages. Implementations are safe for concurrent use.
 type Store interface {
 	// Insert stores msgs in one transaction, in order, and sets their IDs.
@@ -56,6 +66,10 @@ type Store interface {
 	// packetID, counting later messages of that client up to max; it
 	// returns ErrNotFound when there is none.
 	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (Redelivery, error)
+	// BatchIDs returns the ids, ascending, of the rows stored with the
+	// non-zero batch key, or none. As a batch is one transaction, it
+	// finds all of a batch's rows or none of them.
+	BatchIDs(ctx context.Context, key int64) ([]int64, error)
 	// DeleteBefore deletes at most limit messages received before cutoff,
 	// oldest first, and returns how many it deleted.
 	DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error)

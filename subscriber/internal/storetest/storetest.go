@@ -87,6 +87,7 @@ func Run(t *testing.T, o Opener) {
 	t.Run("TimeRange", func(t *testing.T) { testTimeRange(t, o) })
 	t.Run("Paging", func(t *testing.T) { testPaging(t, o) })
 	t.Run("LatestByPacketID", func(t *testing.T) { testLatestByPacketID(t, o) })
+	t.Run("BatchIDs", func(t *testing.T) { testBatchIDs(t, o) })
 	t.Run("DeleteBefore", func(t *testing.T) { testDeleteBefore(t, o) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t, o).Ping(context.Background()); err != nil {
@@ -121,7 +122,7 @@ func testRoundTrip(t *testing.T, o Opener) {
 	}
 	in := []store.Message{
 		{Topic: "bin/all", Payload: binary, QoS: 2, Retained: true, Duplicate: true,
-			ReceivedAt: base, ClientID: "client-a", PacketID: 65535},
+			ReceivedAt: base, ClientID: "client-a", PacketID: 65535, BatchKey: -1 << 63},
 		{Topic: "empty", Payload: []byte{}, QoS: 0, ReceivedAt: base.Add(time.Microsecond), ClientID: "client-a"},
 		{Topic: "unicode/températüre/日本", Payload: []byte("21.5 °C"), QoS: 1,
 			ReceivedAt: base.Add(time.Second), ClientID: "client-b", PacketID: 7},
@@ -135,7 +136,8 @@ func testRoundTrip(t *testing.T, o Opener) {
 		g := got[len(got)-1-i]
 		if g.ID != want.ID || g.Topic != want.Topic || !bytes.Equal(g.Payload, want.Payload) ||
 			g.QoS != want.QoS || g.Retained != want.Retained || g.Duplicate != want.Duplicate ||
-			!g.ReceivedAt.Equal(want.ReceivedAt) || g.ClientID != want.ClientID || g.PacketID != want.PacketID {
+			!g.ReceivedAt.Equal(want.ReceivedAt) || g.ClientID != want.ClientID || g.PacketID != want.PacketID ||
+			g.BatchKey != want.BatchKey {
 			t.Errorf("got %+v,\nwant %+v", g, want)
 		}
 		if g.Payload == nil {
@@ -292,6 +294,52 @@ func testLatestByPacketID(t *testing.T, o Opener) {
 	}
 	if _, err := s.LatestByPacketID(ctx, "a", 9, 10); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown packet: err = %v, want ErrNotFound", err)
+	}
+}
+
+// testBatchIDs checks that the rows of one Insert can be found by its key,
+// which is how a writer settles a commit whose outcome it did not learn.
+func testBatchIDs(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	keyed := func(key int64, topics ...string) []store.Message {
+		var out []store.Message
+		for _, tp := range topics {
+			m := msg(tp, 0)
+			m.BatchKey = key
+			out = append(out, m)
+		}
+		return out
+	}
+	const k1, k2 = int64(0x5eed_0001), int64(-0x7fff_ffff_ffff_fff0) // keys use all 64 bits
+	mustInsert(t, s, keyed(0, "old/a", "old/b")...)
+	b1 := mustInsert(t, s, keyed(k1, "a", "b", "c")...)
+	b2 := mustInsert(t, s, keyed(k2, "d")...)
+	tests := []struct {
+		name string
+		key  int64
+		want []store.Message
+	}{
+		{"three rows", k1, b1},
+		{"one row, negative key", k2, b2},
+		{"unknown key", 42, nil},
+	}
+	for _, tt := range tests {
+		got, err := s.BatchIDs(ctx, tt.key)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		var want []int64
+		for _, m := range tt.want {
+			want = append(want, m.ID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: got ids %v, want %v", tt.name, got, want)
+		}
+	}
+	if ids, err := s.BatchIDs(ctx, 0); !errors.Is(err, store.ErrNoBatchKey) {
+		t.Errorf("key 0: got %v, %v, want ErrNoBatchKey", ids, err)
 	}
 }
 
