@@ -110,6 +110,15 @@ func (c *Config) validate() error {
 	default:
 		return bad("MQTT_BROKER", "%q: scheme must be tcp, ssl or ws", c.Broker)
 	}
+	// Replicas of one service definition (docker compose --scale) share
+	// their environment; the host name tells their sessions apart.
+	if strings.Contains(c.ClientID, "${HOSTNAME}") {
+		host, err := os.Hostname()
+		if err != nil {
+			return bad("MQTT_CLIENT_ID", "%q: host name for ${HOSTNAME}: %w", c.ClientID, err)
+		}
+		c.ClientID = strings.ReplaceAll(c.ClientID, "${HOSTNAME}", host)
+	}
 	if c.ClientID == "" || topicStringErr(c.ClientID) != nil {
 		return bad("MQTT_CLIENT_ID", "%q: must be non-empty UTF-8", c.ClientID)
 	}

@@ -78,6 +78,24 @@ func TestValues(t *testing.T) {
 	}
 }
 
+func TestClientIDHostname(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatalf("hostname: %v", err)
+	}
+	setenv(t, map[string]string{"MQTT_CLIENT_ID": "subscriber-${HOSTNAME}"})
+	c, err := Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := "subscriber-" + host; c.ClientID != want {
+		t.Errorf("client id = %q, want %q", c.ClientID, want)
+	}
+	if want := "clients/subscriber-" + host + "/status"; c.StatusTopic != want {
+		t.Errorf("status topic = %q, want %q", c.StatusTopic, want)
+	}
+}
+
 func TestErrorsNameTheVariable(t *testing.T) {
 	tests := []struct {
 		v, value string
