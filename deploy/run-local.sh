@@ -134,11 +134,13 @@ start publisher env \
 	MQTT_BROKER="tcp://127.0.0.1:$mqtt_port" \
 	MQTT_USERNAME=publisher MQTT_PASSWORD="$PUBLISHER_MQTT_PASSWORD" \
 	HTTP_ADDR="127.0.0.1:$pub_port" \
+	CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://localhost:$sub_port,http://127.0.0.1:$sub_port}" \
 	"$run/bin/publisher"
 start subscriber env \
 	MQTT_BROKER="tcp://127.0.0.1:$mqtt_port" \
 	MQTT_USERNAME=subscriber MQTT_PASSWORD="$SUBSCRIBER_MQTT_PASSWORD" \
 	HTTP_ADDR="127.0.0.1:$sub_port" \
+	PUBLISHER_URL="${PUBLISHER_URL:-http://localhost:$pub_port}" \
 	DATABASE_URL="${DATABASE_URL:-sqlite:$run/data/messages.db}" \
 	"$run/bin/subscriber"
 
