@@ -137,16 +137,11 @@ func connect(brokerURL string, opts *mqtt.ClientOptions) (mqtt.Client, error) {
 	return c, nil
 }
 
-// pahoBatches is the batch baseline: one plain paho client publishing the
+// pahoBatches is the batch baseline: a plain paho client c publishing the
 // same messages as the HTTP batches, workers windows of size at a time,
 // each window waited for (every PUBACK) before the worker sends the next.
-// It returns the acknowledged messages per second.
-func pahoBatches(ctx context.Context, brokerURL string, workers, size int, d time.Duration, maxBatches int) (float64, error) {
-	c, err := connect(brokerURL, mqtt.NewClientOptions().SetClientID("bench-paho-publisher"))
-	if err != nil {
-		return 0, err
-	}
-	defer c.Disconnect(250)
+// It returns the acknowledged messages and the time they took.
+func pahoBatches(ctx context.Context, c mqtt.Client, workers, size int, d time.Duration, maxBatches int) (int, time.Duration, error) {
 	var (
 		next     atomic.Int64
 		acked    atomic.Int64
@@ -156,20 +151,19 @@ func pahoBatches(ctx context.Context, brokerURL string, workers, size int, d tim
 		start    = time.Now()
 		deadline = start.Add(d)
 	)
-	tokens := make([][]mqtt.Token, workers)
-	for w := range workers {
+	for range workers {
 		wg.Go(func() {
+			toks := make([]mqtt.Token, 0, size)
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= maxBatches || time.Now().After(deadline) || ctx.Err() != nil {
 					return
 				}
-				toks := tokens[w][:0]
+				toks = toks[:0]
 				for j := range size {
 					t, m := sample("bench/batch", i*size+j)
 					toks = append(toks, c.Publish(t, 1, false, m))
 				}
-				tokens[w] = toks
 				for _, t := range toks {
 					if !t.WaitTimeout(5 * time.Second) {
 						errOnce.Do(func() { firstErr = errors.New("no PUBACK within 5s") })
@@ -185,9 +179,5 @@ func pahoBatches(ctx context.Context, brokerURL string, workers, size int, d tim
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	if firstErr != nil {
-		return 0, firstErr
-	}
-	return rate(int(acked.Load()), elapsed), nil
+	return int(acked.Load()), time.Since(start), firstErr
 }

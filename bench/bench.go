@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // Figure names, in the order of the table.
@@ -319,12 +321,19 @@ func (b *bench) profile(p *Proc, name string) func() {
 }
 
 // httpPublish: single publishes at QoS 0 and 1 against the minimal server.
+// The three targets take turns in rounds (baseline, QoS 0, QoS 1, baseline,
+// ...) so that a change in what else runs on the machine weighs on all
+// three alike instead of on whichever ran during it.
 func (b *bench) httpPublish(ctx context.Context) error {
 	base, err := startProc(ctx, "baseline-http", b.self, []string{"baseline-http"}, nil, b.dir)
 	if err != nil {
 		return fmt.Errorf("baseline server: %w", err)
 	}
 	defer base.Stop()
+	pub, err := b.publisher(ctx)
+	if err != nil {
+		return err
+	}
 	bodies := map[int][][]byte{}
 	for _, q := range []int{0, 1} {
 		if bodies[q], err = publishBodies(4096, q); err != nil {
@@ -332,90 +341,134 @@ func (b *bench) httpPublish(ctx context.Context) error {
 		}
 	}
 	client := newClient(b.cfg.Conns)
-	measure := func(name, u string, qos int) loadResult {
-		l := load{Conns: b.cfg.Conns, URL: u, MaxRequests: b.cfg.HTTPRequests,
-			Body: func(i int) []byte { return bodies[qos][i%len(bodies[qos])] }}
-		warm := l
-		warm.Duration = b.cfg.Warmup
-		warm.run(ctx, client)
-		l.Duration = b.cfg.HTTPDuration
-		r := l.run(ctx, client)
-		b.logf("%-22s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  (%d ok, %d failed in %s)", name, r.PerSecond(),
-			ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed, r.Elapsed.Round(time.Millisecond))
-		if r.Failed > 0 {
-			b.note("%s: %d of %d requests failed, first: %s", name, r.Failed, r.OK+r.Failed, r.FirstError)
+	targets := []struct {
+		name, url, profile string
+		qos                int
+		total              loadResult
+		rates              []float64
+	}{
+		{name: "baseline", url: base.URL() + "/publish", qos: 1},
+		{name: "publisher QoS 0", url: pub.URL() + "/publish", qos: 0, profile: "http-qos0"},
+		{name: "publisher QoS 1", url: pub.URL() + "/publish", qos: 1, profile: "http-qos1"},
+	}
+	slice := b.cfg.HTTPDuration / time.Duration(b.cfg.Rounds)
+	for round := -1; round < b.cfg.Rounds; round++ {
+		for i := range targets {
+			t := &targets[i]
+			l := load{Conns: b.cfg.Conns, URL: t.url, MaxRequests: b.cfg.HTTPRequests / b.cfg.Rounds,
+				Body: func(i int) []byte { return bodies[t.qos][i%len(bodies[t.qos])] }}
+			if round < 0 { // warm-up
+				l.Duration = b.cfg.Warmup
+				l.run(ctx, client)
+				continue
+			}
+			l.Duration = slice
+			stop := func() {}
+			if t.profile != "" {
+				stop = b.profile(pub, fmt.Sprintf("%s-%d", t.profile, round))
+			}
+			r := l.run(ctx, client)
+			stop()
+			t.total.add(r)
+			t.rates = append(t.rates, r.PerSecond())
 		}
-		return r
 	}
-	first := measure("baseline (before)", base.URL()+"/publish", 1)
-	pub, err := b.publisher(ctx)
-	if err != nil {
-		return err
-	}
-	stop := b.profile(pub, "http-qos0")
-	q0 := measure("publisher QoS 0", pub.URL()+"/publish", 0)
-	stop()
-	stop = b.profile(pub, "http-qos1")
-	q1 := measure("publisher QoS 1", pub.URL()+"/publish", 1)
-	stop()
 	b.sample(pub)
-	last := measure("baseline (after)", base.URL()+"/publish", 1)
-	baseline := (first.PerSecond() + last.PerSecond()) / 2
-	b.note("HTTP baseline: %.0f req/s before and %.0f after the publisher; the ratio uses the mean", first.PerSecond(), last.PerSecond())
+	for _, t := range targets {
+		r := t.total
+		b.logf("%-22s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  (%d ok, %d failed; rounds %s)", t.name, r.PerSecond(),
+			ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed, formatRates(t.rates))
+		if r.Failed > 0 {
+			b.note("%s: %d of %d requests failed, first: %s", t.name, r.Failed, r.OK+r.Failed, r.FirstError)
+		}
+	}
+	baseline := targets[0].total
+	if baseline.OK == 0 {
+		return fmt.Errorf("baseline: %s", baseline.FirstError)
+	}
 	for _, x := range []struct {
 		name  string
 		r     loadResult
 		limit float64
-	}{{figQoS0, q0, 0.7}, {figQoS1, q1, 0.5}} {
+	}{{figQoS0, targets[1].total, 0.7}, {figQoS1, targets[2].total, 0.5}} {
 		if x.r.OK == 0 {
 			b.figs = append(b.figs, failed(x.name, "req/s", Target{atLeastRatio, x.limit}, errors.New(x.r.FirstError)))
 			continue
 		}
-		b.figs = append(b.figs, measured(x.name, "req/s", x.r.PerSecond(), ptr(baseline), Target{atLeastRatio, x.limit}))
+		b.figs = append(b.figs, measured(x.name, "req/s", x.r.PerSecond(), ptr(baseline.PerSecond()), Target{atLeastRatio, x.limit}))
 	}
 	return nil
 }
 
 // batchPublish: /publish/batch of 100 QoS 1 messages against a plain paho
-// client publishing the same messages in windows of 100.
+// client publishing the same messages in windows of 100, taking turns in
+// rounds like the single publishes.
 func (b *bench) batchPublish(ctx context.Context) error {
 	size := b.cfg.BatchSize
-	if _, err := pahoBatches(ctx, b.broker.URL(), b.cfg.Conns, size, b.cfg.Warmup, b.cfg.BatchRequests); err != nil {
-		return fmt.Errorf("paho baseline warm-up: %w", err)
-	}
-	baseline, err := pahoBatches(ctx, b.broker.URL(), b.cfg.Conns, size, b.cfg.BatchDuration, b.cfg.BatchRequests)
-	if err != nil {
-		return fmt.Errorf("paho baseline: %w", err)
-	}
-	b.logf("%-22s %9.0f msg/s", "paho baseline", baseline)
 	pub, err := b.publisher(ctx)
 	if err != nil {
 		return err
 	}
+	paho, err := connect(b.broker.URL(), mqtt.NewClientOptions().SetClientID("bench-paho-publisher"))
+	if err != nil {
+		return fmt.Errorf("paho baseline: %w", err)
+	}
+	defer paho.Disconnect(250)
 	bodies, err := batchBodies(256, size)
 	if err != nil {
 		return err
 	}
 	client := newClient(b.cfg.Conns)
-	l := load{Conns: b.cfg.Conns, URL: pub.URL() + "/publish/batch", MaxRequests: b.cfg.BatchRequests,
-		Body: func(i int) []byte { return bodies[i%len(bodies)] }, Duration: b.cfg.Warmup}
-	l.run(ctx, client)
-	l.Duration = b.cfg.BatchDuration
-	stop := b.profile(pub, "batch")
-	r := l.run(ctx, client)
-	stop()
+	maxBatches := b.cfg.BatchRequests / b.cfg.Rounds
+	slice := b.cfg.BatchDuration / time.Duration(b.cfg.Rounds)
+	var base, viaHTTP loadResult
+	var baseRates, httpRates []float64
+	for round := -1; round < b.cfg.Rounds; round++ {
+		d := slice
+		if round < 0 {
+			d = b.cfg.Warmup
+		}
+		n, elapsed, err := pahoBatches(ctx, paho, b.cfg.Conns, size, d, maxBatches)
+		if err != nil {
+			return fmt.Errorf("paho baseline: %w", err)
+		}
+		l := load{Conns: b.cfg.Conns, URL: pub.URL() + "/publish/batch", MaxRequests: maxBatches, Duration: d,
+			Body: func(i int) []byte { return bodies[i%len(bodies)] }}
+		if round < 0 {
+			l.run(ctx, client)
+			continue
+		}
+		base.add(loadResult{OK: n, Elapsed: elapsed})
+		baseRates = append(baseRates, rate(n, elapsed))
+		stop := b.profile(pub, fmt.Sprintf("batch-%d", round))
+		r := l.run(ctx, client)
+		stop()
+		r.OK *= size // messages, not requests
+		viaHTTP.add(r)
+		httpRates = append(httpRates, r.PerSecond())
+	}
 	b.sample(pub)
-	perSecond := r.PerSecond() * float64(size)
-	b.logf("%-22s %9.0f msg/s  p50 %.2f ms  p99 %.2f ms per request  (%d ok, %d failed)", "publisher batch",
-		perSecond, ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed)
-	if r.Failed > 0 {
-		b.note("batch: %d of %d requests failed, first: %s", r.Failed, r.OK+r.Failed, r.FirstError)
+	b.logf("%-22s %9.0f msg/s  (rounds %s)", "paho baseline", base.PerSecond(), formatRates(baseRates))
+	b.logf("%-22s %9.0f msg/s  p50 %.2f ms  p99 %.2f ms per request  (%d messages, %d requests failed; rounds %s)",
+		"publisher batch", viaHTTP.PerSecond(), ms(viaHTTP.Latency.Percentile(0.5)), ms(viaHTTP.Latency.Percentile(0.99)),
+		viaHTTP.OK, viaHTTP.Failed, formatRates(httpRates))
+	if viaHTTP.Failed > 0 {
+		b.note("batch: %d requests failed, first: %s", viaHTTP.Failed, viaHTTP.FirstError)
 	}
-	if r.OK == 0 {
-		return errors.New(r.FirstError)
+	if viaHTTP.OK == 0 {
+		return errors.New(viaHTTP.FirstError)
 	}
-	b.figs = append(b.figs, measured(figBatch, "msg/s", perSecond, ptr(baseline), Target{atLeastRatio, 0.8}))
+	b.figs = append(b.figs, measured(figBatch, "msg/s", viaHTTP.PerSecond(), ptr(base.PerSecond()), Target{atLeastRatio, 0.8}))
 	return nil
+}
+
+// formatRates lists per-round rates, to show how steady the machine was.
+func formatRates(rates []float64) string {
+	parts := make([]string, len(rates))
+	for i, r := range rates {
+		parts[i] = strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strings.Join(parts, " ")
 }
 
 // ingest: a queue of QoS 1 messages built up while the subscriber was

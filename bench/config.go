@@ -23,6 +23,7 @@ type config struct {
 	Only    map[string]bool
 
 	Conns         int
+	Rounds        int
 	Warmup        time.Duration
 	HTTPDuration  time.Duration
 	HTTPRequests  int
@@ -69,6 +70,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.Quick, "quick", false, "a one-minute smoke run with smaller counts and durations")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (binaries, logs, databases)")
 	fs.IntVar(&c.Conns, "conns", 64, "keep-alive HTTP connections of the load generator")
+	fs.IntVar(&c.Rounds, "rounds", 4, "turns the publisher and its baseline take within each throughput measurement")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "unmeasured load before each throughput measurement")
 	fs.DurationVar(&c.HTTPDuration, "http-duration", 10*time.Second, "duration of each single-publish measurement")
 	fs.IntVar(&c.HTTPRequests, "http-requests", 2_000_000, "most requests of each single-publish measurement")
@@ -117,6 +119,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		c.Only[s] = true
 	}
 	switch {
+	case c.Rounds < 1:
+		return c, errors.New("-rounds must be at least 1")
 	case c.Conns < 1 || c.BatchSize < 1 || c.BatchSize > 1000 || c.Ingest < 1 || c.E2ERate < 1 || c.Rows < 1000:
 		return c, errors.New("-conns, -ingest and -e2e-rate must be positive, -batch-size 1..1000, -rows at least 1000")
 	case c.MaxQueued < c.Ingest:

@@ -46,6 +46,17 @@ type loadResult struct {
 	FirstError string
 }
 
+// add sums r into a result of several rounds.
+func (a *loadResult) add(r loadResult) {
+	a.OK += r.OK
+	a.Failed += r.Failed
+	a.Elapsed += r.Elapsed
+	a.Latency = append(a.Latency, r.Latency...)
+	if a.FirstError == "" {
+		a.FirstError = r.FirstError
+	}
+}
+
 // PerSecond is answered requests (status 200) per second.
 func (r loadResult) PerSecond() float64 { return rate(r.OK, r.Elapsed) }
 

@@ -186,7 +186,7 @@ func formatRatio(r *float64) string {
 	if r == nil {
 		return "—"
 	}
-	return strconv.FormatFloat(*r, 'f', 2, 64)
+	return strconv.FormatFloat(*r, 'f', 3, 64)
 }
 
 func formatTarget(t Target, unit string) string {

@@ -41,7 +41,7 @@ func TestTable(t *testing.T) {
 	want := strings.Join([]string{
 		"| figure             | value        | baseline     | ratio | target      | result |",
 		"| ------------------ | ------------ | ------------ | ----- | ----------- | ------ |",
-		"| HTTP publish QoS 0 | 12,346 req/s | 20,000 req/s | 0.62  | ratio ≥ 0.7 | FAIL   |",
+		"| HTTP publish QoS 0 | 12,346 req/s | 20,000 req/s | 0.617 | ratio ≥ 0.7 | FAIL   |",
 		"| end to end p99     | 4.32 ms      | —            | —     | < 10 ms     | pass   |",
 		"| ingest             | —            | —            | —     | ratio ≥ 0.7 | error  |",
 	}, "\n") + "\n"
