@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 type Store interface {
 	Insert(ctx context.Context, msgs []store.Message) error
 	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error)
+	BatchIDs(ctx context.Context, key int64) ([]int64, error)
 }
 
 // Config configures an Ingester.
@@ -55,9 +57,10 @@ type Config struct {
 
 // arrival is a received message waiting for the writer.
 type arrival struct {
-	msg store.Message
-	dup bool // the DUP flag: the broker says it may have sent this before
-	ack func()
+	msg  store.Message
+	dup  bool   // the DUP flag: the broker says it may have sent this before
+	conn uint64 // the connection it came on (see Ingester.conn)
+	ack  func()
 }
 
 // Ingester owns the MQTT client and the writer.
@@ -77,6 +80,13 @@ type Ingester struct {
 	generation int // counts connections, so a stale OnConnect cannot mark a newer one subscribed
 
 	storeErr atomic.Pointer[error] // the last commit error, nil while commits succeed
+
+	// conn counts connection attempts. It moves on before each dial, so
+	// every arrival of a connection carries that connection's number.
+	conn atomic.Uint64
+	// replay is the writer's state at the start of a connection; only the
+	// goroutine running Run touches it.
+	replay replay
 }
 
 // New builds the client; nothing connects before Run.
@@ -118,6 +128,12 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		// its queued messages right after CONNACK, before any SUBSCRIBE.
 		SetDefaultPublishHandler(i.handle).
 		SetOnConnectHandler(i.onConnect).
+		// Called before each dial, unlike OnConnect, which may run after
+		// the new session's first arrivals.
+		SetConnectionAttemptHandler(func(_ *url.URL, tlsCfg *tls.Config) *tls.Config {
+			i.conn.Add(1)
+			return tlsCfg
+		}).
 		SetConnectionLostHandler(i.onConnectionLost).
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
 			i.log.Debug("reconnecting to broker", "broker", cfg.Broker)
@@ -278,8 +294,9 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 			Topic: msg.Topic(), Payload: payload, QoS: msg.Qos(), Retained: msg.Retained(),
 			ReceivedAt: now, ClientID: i.cfg.ClientID, PacketID: msg.MessageID(),
 		},
-		dup: msg.Duplicate(),
-		ack: msg.Ack,
+		dup:  msg.Duplicate(),
+		conn: i.conn.Load(),
+		ack:  msg.Ack,
 	}
 	select {
 	case <-i.stopping:

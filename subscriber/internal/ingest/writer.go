@@ -3,8 +3,11 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -27,42 +30,70 @@ const (
 	ambiguous                // store it with duplicate: true
 )
 
-// write commits batches until ctx ends and returns what it could not commit.
-func (i *Ingester) write(ctx context.Context) []arrival {
+// batch is what one transaction stores. Its key goes with every row so
+// that, after a commit whose outcome was lost (the connection dropped
+// during COMMIT), the writer can ask the store whether it happened rather
+// than store the batch twice.
+type batch struct {
+	key      int64 // drawn at the first attempt, kept across retries
+	arrivals []arrival
+
+	// What the last attempt that reached Insert sent, and what it found.
+	rows          []store.Message
+	dropped, dups int
+	replay        replay // the writer's replay state after these rows
+	unsure        bool   // that Insert failed: it may have committed all the same
+}
+
+// replay follows the start of a connection. A broker restored from an older
+// snapshot sends again, as new messages (no DUP flag, the same packet ids),
+// deliveries we committed and acknowledged after the snapshot was taken.
+// Until the first new-looking arrival that is not such a replay, each one
+// is looked up, so steady state costs no lookups.
+type replay struct {
+	conn    uint64 // the connection the arrivals came on
+	ended   bool
+	checked int // arrivals looked up
+	flagged int // of which matched a recent row: stored with duplicate: true
+}
+
+// write commits batches until ctx ends and returns the one it could not
+// commit, if any.
+func (i *Ingester) write(ctx context.Context) *batch {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case a := <-i.queue:
-			batch := i.collect([]arrival{a})
-			if !i.commit(ctx, batch) {
-				return batch
+			b := &batch{arrivals: i.collect([]arrival{a})}
+			if !i.commit(ctx, b) {
+				return b
 			}
 		}
 	}
 }
 
 // collect adds whatever is queued, up to MaxBatch.
-func (i *Ingester) collect(batch []arrival) []arrival {
-	for len(batch) < i.cfg.MaxBatch {
+func (i *Ingester) collect(arrivals []arrival) []arrival {
+	for len(arrivals) < i.cfg.MaxBatch {
 		select {
 		case a := <-i.queue:
-			batch = append(batch, a)
+			arrivals = append(arrivals, a)
 		default:
 			i.m.QueueDepth.Set(float64(len(i.queue)))
-			return batch
+			return arrivals
 		}
 	}
 	i.m.QueueDepth.Set(float64(len(i.queue)))
-	return batch
+	return arrivals
 }
 
-// commit stores batch, retrying with backoff until it succeeds (true) or
-// ctx ends (false). Nothing is acknowledged unless it was committed.
-func (i *Ingester) commit(ctx context.Context, batch []arrival) bool {
+// commit stores b, retrying with backoff until it succeeds (true) or ctx
+// ends (false). Nothing is acknowledged unless it was committed.
+func (i *Ingester) commit(ctx context.Context, b *batch) bool {
 	backoff := 100 * time.Millisecond
 	for {
-		err := i.commitOnce(ctx, batch)
+		err := i.commitOnce(ctx, b)
 		if err == nil {
 			if i.storeErr.Swap(nil) != nil {
 				i.log.Info("store commits succeed again")
@@ -72,7 +103,7 @@ func (i *Ingester) commit(ctx context.Context, batch []arrival) bool {
 		i.m.StoreErrors.Inc()
 		i.storeErr.Store(&err)
 		i.log.Warn("commit failed; messages stay unacknowledged and are retried",
-			"messages", len(batch), "retry_in", backoff, "err", err)
+			"messages", len(b.arrivals), "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return false
@@ -82,46 +113,137 @@ func (i *Ingester) commit(ctx context.Context, batch []arrival) bool {
 	}
 }
 
-func (i *Ingester) commitOnce(ctx context.Context, batch []arrival) error {
-	rows := make([]store.Message, 0, len(batch))
-	var dropped, dups int
-	for k, a := range batch {
-		m := a.msg
-		if a.dup && m.QoS > 0 {
-			v, err := i.classify(ctx, batch[:k], a)
-			if err != nil {
-				return err
-			}
-			switch v {
-			case redundant:
-				dropped++
-				continue
-			case ambiguous:
-				m.Duplicate = true
-				dups++
-			}
+func (i *Ingester) commitOnce(ctx context.Context, b *batch) error {
+	if b.key == 0 {
+		k, err := newKey()
+		if err != nil {
+			return err
 		}
-		rows = append(rows, m)
+		b.key = k
+	}
+	if b.unsure {
+		// All of the batch's rows are there or none: it is one transaction.
+		ids, err := i.st.BatchIDs(ctx, b.key)
+		if err != nil {
+			return fmt.Errorf("ask whether the failed commit happened: %w", err)
+		}
+		if len(ids) > 0 {
+			i.log.Warn("a commit reported as failed had happened; its messages are acknowledged, not stored again",
+				"messages", len(b.rows))
+			whole := len(ids) == len(b.rows)
+			if whole {
+				for k := range b.rows {
+					b.rows[k].ID = ids[k]
+				}
+			} else {
+				// Only retention or a key collision (odds 2^-64) gets here.
+				i.log.Error("a committed batch has another number of rows than was sent",
+					"batch_key", uint64(b.key), "sent", len(b.rows), "found", len(ids))
+			}
+			b.unsure = false
+			i.done(b, whole)
+			return nil
+		}
+		b.unsure = false
+	}
+	if err := i.prepare(ctx, b); err != nil {
+		return err
 	}
 	start := time.Now()
-	if err := i.st.Insert(ctx, rows); err != nil {
+	if err := i.st.Insert(ctx, b.rows); err != nil {
+		b.unsure = len(b.rows) > 0
 		return err
 	}
 	i.m.CommitSeconds.Observe(time.Since(start).Seconds())
-	i.m.BatchSize.Observe(float64(len(rows)))
-	i.m.Stored.Add(float64(len(rows)))
-	i.m.DuplicatesDropped.Add(float64(dropped))
-	i.m.DuplicatesStored.Add(float64(dups))
-	for _, a := range batch {
+	i.done(b, true)
+	return nil
+}
+
+// newKey draws a batch key: 64 random bits, never 0 (rows without a key).
+func newKey() (int64, error) {
+	var buf [8]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return 0, fmt.Errorf("draw batch key: %w", err)
+	}
+	k := int64(binary.LittleEndian.Uint64(buf[:]))
+	if k == 0 {
+		k = 1
+	}
+	return k, nil
+}
+
+// prepare decides, from the writer's replay state and the store, which
+// arrivals of b are stored and how, and sets b's rows. It changes nothing
+// but b, so an attempt that fails can be made again.
+func (i *Ingester) prepare(ctx context.Context, b *batch) error {
+	rows := make([]store.Message, 0, len(b.arrivals))
+	var dropped, dups int
+	r := i.replay
+	for k, a := range b.arrivals {
+		if a.conn != r.conn {
+			r = replay{conn: a.conn}
+		}
+		m := a.msg
+		m.BatchKey = b.key
+		v := fresh
+		var err error
+		switch {
+		case m.QoS == 0:
+		case a.dup:
+			v, err = i.classify(ctx, b.arrivals[:k], a)
+		case !r.ended && !m.Retained:
+			// Retained arrivals are left out: a resubscription sends
+			// them again with new packet ids, anywhere in the replay.
+			v, err = i.classifyReplay(ctx, b.arrivals[:k], a)
+			r.checked++
+			if v == ambiguous {
+				r.flagged++
+			} else {
+				r.ended = true
+			}
+		}
+		if err != nil {
+			return err
+		}
+		switch v {
+		case redundant:
+			dropped++
+			continue
+		case ambiguous:
+			m.Duplicate = true
+			dups++
+		}
+		rows = append(rows, m)
+	}
+	b.rows, b.dropped, b.dups, b.replay = rows, dropped, dups, r
+	return nil
+}
+
+// done acknowledges b once its rows are committed, counts them, and hands
+// them on (when their ids are known).
+func (i *Ingester) done(b *batch, withIDs bool) {
+	i.m.BatchSize.Observe(float64(len(b.rows)))
+	i.m.Stored.Add(float64(len(b.rows)))
+	i.m.DuplicatesDropped.Add(float64(b.dropped))
+	i.m.DuplicatesStored.Add(float64(b.dups))
+	for _, a := range b.arrivals {
 		a.ack()
 	}
-	if dropped > 0 {
-		i.log.Info("redeliveries already stored were acknowledged, not stored again", "count", dropped)
+	if b.dropped > 0 {
+		i.log.Info("redeliveries already stored were acknowledged, not stored again", "count", b.dropped)
 	}
-	if i.cfg.Committed != nil && len(rows) > 0 {
-		i.cfg.Committed(rows)
+	if r := b.replay; r.ended && (r.conn != i.replay.conn || !i.replay.ended) {
+		level := slog.LevelDebug
+		if r.flagged > 0 {
+			level = slog.LevelInfo
+		}
+		i.log.Log(context.Background(), level, "replay check ended",
+			"checked", r.checked, "stored_as_duplicate", r.flagged)
 	}
-	return nil
+	i.replay = b.replay
+	if i.cfg.Committed != nil && withIDs && len(b.rows) > 0 {
+		i.cfg.Committed(b.rows)
+	}
 }
 
 // classify decides what to do with an arrival carrying the DUP flag: the
@@ -156,25 +278,54 @@ func (i *Ingester) classify(ctx context.Context, earlier []arrival, a arrival) (
 	}
 }
 
+// classifyReplay decides about a QoS 1 or 2 arrival without the DUP flag
+// at the start of a connection: one identical to a recent row with its
+// packet id, which the broker cannot have reused yet, is most likely a
+// replay by a broker that lost its latest state, but may be a new message
+// identical to the last one; it is stored, marked duplicate (ambiguous).
+func (i *Ingester) classifyReplay(ctx context.Context, earlier []arrival, a arrival) (verdict, error) {
+	for k := len(earlier) - 1; k >= 0; k-- {
+		if e := earlier[k].msg; e.PacketID == a.msg.PacketID && e.ClientID == a.msg.ClientID {
+			if same(e, a.msg) {
+				return ambiguous, nil
+			}
+			return fresh, nil
+		}
+	}
+	r, err := i.st.LatestByPacketID(ctx, a.msg.ClientID, a.msg.PacketID, idReuseSafe)
+	if errors.Is(err, store.ErrNotFound) {
+		return fresh, nil
+	}
+	if err != nil {
+		return fresh, fmt.Errorf("look up replay: %w", err)
+	}
+	if same(r.Message, a.msg) && r.Later < idReuseSafe {
+		return ambiguous, nil
+	}
+	return fresh, nil
+}
+
 func same(a, b store.Message) bool {
 	return a.Topic == b.Topic && a.QoS == b.QoS && bytes.Equal(a.Payload, b.Payload)
 }
 
-// shutdown commits and acknowledges what is queued, then says offline and
-// disconnects.
-func (i *Ingester) shutdown(pending []arrival) error {
+// shutdown commits and acknowledges pending (the batch write was retrying,
+// if any) and what is queued, then says offline and disconnects.
+func (i *Ingester) shutdown(pending *batch) error {
 	close(i.stopping)
 	ctx, cancel := context.WithTimeout(context.Background(), i.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
-	for {
-		batch := i.collect(pending)
-		pending = nil
-		if len(batch) == 0 {
-			break
+	for b := pending; ; b = nil {
+		if b == nil {
+			arrivals := i.collect(nil)
+			if len(arrivals) == 0 {
+				break
+			}
+			b = &batch{arrivals: arrivals}
 		}
-		if !i.commit(ctx, batch) {
-			errs = append(errs, fmt.Errorf("shutdown: %d queued messages not committed (the broker will redeliver them)", len(batch)+len(i.queue)))
+		if !i.commit(ctx, b) {
+			errs = append(errs, fmt.Errorf("shutdown: %d queued messages not committed (the broker will redeliver them)", len(b.arrivals)+len(i.queue)))
 			break
 		}
 	}
