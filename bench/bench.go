@@ -296,6 +296,18 @@ func (b *bench) subscriber(ctx context.Context) (*Proc, error) {
 	return p, nil
 }
 
+// cpuOf measures the CPU time of a server (if name is not empty), the
+// broker and this program (the load generator and the paho baselines).
+func (b *bench) cpuOf(name string, pid int) *cpuUse {
+	c := newCPUUse()
+	if name != "" {
+		c.watch(name, pid)
+	}
+	c.watch("mosquitto", b.broker.Pid())
+	c.watch("bench", os.Getpid())
+	return c
+}
+
 // profile records a CPU profile of p with perf while the returned function
 // has not been called, when -perf is given.
 func (b *bench) profile(p *Proc, name string) func() {
@@ -346,10 +358,11 @@ func (b *bench) httpPublish(ctx context.Context) error {
 		qos                int
 		total              loadResult
 		rates              []float64
+		cpu                *cpuUse
 	}{
-		{name: "baseline", url: base.URL() + "/publish", qos: 1},
-		{name: "publisher QoS 0", url: pub.URL() + "/publish", qos: 0, profile: "http-qos0"},
-		{name: "publisher QoS 1", url: pub.URL() + "/publish", qos: 1, profile: "http-qos1"},
+		{name: "baseline", url: base.URL() + "/publish", qos: 1, cpu: b.cpuOf("baseline", base.Pid())},
+		{name: "publisher QoS 0", url: pub.URL() + "/publish", qos: 0, profile: "http-qos0", cpu: b.cpuOf("publisher", pub.Pid())},
+		{name: "publisher QoS 1", url: pub.URL() + "/publish", qos: 1, profile: "http-qos1", cpu: b.cpuOf("publisher", pub.Pid())},
 	}
 	slice := b.cfg.HTTPDuration / time.Duration(b.cfg.Rounds)
 	for round := -1; round < b.cfg.Rounds; round++ {
@@ -367,7 +380,9 @@ func (b *bench) httpPublish(ctx context.Context) error {
 			if t.profile != "" {
 				stop = b.profile(pub, fmt.Sprintf("%s-%d", t.profile, round))
 			}
+			t.cpu.begin()
 			r := l.run(ctx, client)
+			t.cpu.end()
 			stop()
 			t.total.add(r)
 			t.rates = append(t.rates, r.PerSecond())
@@ -378,6 +393,7 @@ func (b *bench) httpPublish(ctx context.Context) error {
 		r := t.total
 		b.logf("%-22s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  (%d ok, %d failed; rounds %s)", t.name, r.PerSecond(),
 			ms(r.Latency.Percentile(0.5)), ms(r.Latency.Percentile(0.99)), r.OK, r.Failed, formatRates(t.rates))
+		b.note("HTTP %s: %s", t.name, t.cpu.per(r.OK, "request"))
 		if r.Failed > 0 {
 			b.note("%s: %d of %d requests failed, first: %s", t.name, r.Failed, r.OK+r.Failed, r.FirstError)
 		}
@@ -423,12 +439,19 @@ func (b *bench) batchPublish(ctx context.Context) error {
 	slice := b.cfg.BatchDuration / time.Duration(b.cfg.Rounds)
 	var base, viaHTTP loadResult
 	var baseRates, httpRates []float64
+	baseCPU, httpCPU := b.cpuOf("", 0), b.cpuOf("publisher", pub.Pid())
 	for round := -1; round < b.cfg.Rounds; round++ {
 		d := slice
 		if round < 0 {
 			d = b.cfg.Warmup
 		}
+		if round >= 0 {
+			baseCPU.begin()
+		}
 		n, elapsed, err := pahoBatches(ctx, paho, b.cfg.Conns, size, d, maxBatches)
+		if round >= 0 {
+			baseCPU.end()
+		}
 		if err != nil {
 			return fmt.Errorf("paho baseline: %w", err)
 		}
@@ -441,7 +464,9 @@ func (b *bench) batchPublish(ctx context.Context) error {
 		base.add(loadResult{OK: n, Elapsed: elapsed})
 		baseRates = append(baseRates, rate(n, elapsed))
 		stop := b.profile(pub, fmt.Sprintf("batch-%d", round))
+		httpCPU.begin()
 		r := l.run(ctx, client)
+		httpCPU.end()
 		stop()
 		r.OK *= size // messages, not requests
 		viaHTTP.add(r)
@@ -452,6 +477,8 @@ func (b *bench) batchPublish(ctx context.Context) error {
 	b.logf("%-22s %9.0f msg/s  p50 %.2f ms  p99 %.2f ms per request  (%d messages, %d requests failed; rounds %s)",
 		"publisher batch", viaHTTP.PerSecond(), ms(viaHTTP.Latency.Percentile(0.5)), ms(viaHTTP.Latency.Percentile(0.99)),
 		viaHTTP.OK, viaHTTP.Failed, formatRates(httpRates))
+	b.note("batch paho baseline: %s", baseCPU.per(base.OK, "message"))
+	b.note("batch publisher: %s", httpCPU.per(viaHTTP.OK, "message"))
 	if viaHTTP.Failed > 0 {
 		b.note("batch: %d requests failed, first: %s", viaHTTP.Failed, viaHTTP.FirstError)
 	}
@@ -492,10 +519,14 @@ func (b *bench) ingest(ctx context.Context) error {
 	}
 	b.logf("queued %d QoS 1 messages for two offline sessions in %s", n, time.Since(t).Round(100*time.Millisecond))
 
+	baseCPU := b.cpuOf("", 0)
+	baseCPU.begin()
 	baseline, err := pahoDrain(ctx, b.broker.URL(), baselineID, n, b.cfg.IngestLimit)
+	baseCPU.end()
 	if err != nil {
 		return fmt.Errorf("paho baseline: %w", err)
 	}
+	b.note("ingest paho baseline: %s", baseCPU.per(n, "message"))
 	b.logf("%-22s %9.0f msg/s", "paho baseline", baseline)
 
 	start := time.Now()
@@ -503,13 +534,22 @@ func (b *bench) ingest(ctx context.Context) error {
 		return err
 	}
 	stop := b.profile(sub, "ingest")
+	// The subscriber's CPU from its start: it is a new process.
+	subCPU := b.cpuOf("", 0)
+	subCPU.begin()
 	stored, elapsed, how, err := waitStored(ctx, sub, n, b.cfg.IngestLimit, start)
+	subCPU.end()
+	if used, err := procCPU(sub.Pid()); err == nil {
+		subCPU.names = append([]string{"subscriber"}, subCPU.names...)
+		subCPU.used["subscriber"] = used
+	}
 	stop()
 	b.sample(sub)
 	if err != nil {
 		return err
 	}
 	perSecond := rate(stored, elapsed)
+	b.note("ingest subscriber: %s", subCPU.per(stored, "message"))
 	b.logf("%-22s %9.0f msg/s  (%d stored in %s, counted by %s)", "subscriber", perSecond, stored, elapsed.Round(time.Millisecond), how)
 	if b.ingestStats, err = readCommitStats(ctx, sub); err == nil {
 		b.note("ingest: %s", b.ingestStats.since(commitStats{}))

@@ -71,6 +71,9 @@ func startBroker(ctx context.Context, bin, dir string, maxInflight, maxQueued in
 	return b, nil
 }
 
+// Pid is the broker's process id.
+func (b *Broker) Pid() int { return b.cmd.Process.Pid }
+
 // Stop ends the broker with SIGTERM, SIGKILL after 5 s.
 func (b *Broker) Stop() {
 	if b == nil || b.cmd == nil {

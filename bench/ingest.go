@@ -161,7 +161,12 @@ func newestID(body []byte) (int64, error) {
 // commitStats are the subscriber's own counters of its commits.
 type commitStats struct {
 	commits, seconds, messages float64
+	slow                       float64 // commits that took longer than slowCommit
 }
+
+// slowCommit is a bucket bound of subscriber_commit_duration_seconds: a
+// commit longer than this alone breaks the end-to-end p99 target.
+const slowCommit = "0.008"
 
 // readCommitStats scrapes the subscriber's commit histograms.
 func readCommitStats(ctx context.Context, sub *Proc) (commitStats, error) {
@@ -174,9 +179,11 @@ func readCommitStats(ctx context.Context, sub *Proc) (commitStats, error) {
 	s.commits, ok1 = metricSum(body, "subscriber_commit_duration_seconds_count")
 	s.seconds, ok2 = metricSum(body, "subscriber_commit_duration_seconds_sum")
 	s.messages, ok3 = metricSum(body, "subscriber_batch_size_sum")
-	if !ok1 || !ok2 || !ok3 {
+	fast, ok4 := metricSum(body, `subscriber_commit_duration_seconds_bucket{le="`+slowCommit+`"}`)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
 		return s, errors.New("no commit histograms in /metrics")
 	}
+	s.slow = s.commits - fast
 	return s, nil
 }
 
@@ -186,6 +193,6 @@ func (s commitStats) since(before commitStats) string {
 	if n <= 0 {
 		return "no commits"
 	}
-	return fmt.Sprintf("%.0f commits, %.1f messages and %.2f ms each on average (subscriber's own histograms)",
-		n, (s.messages-before.messages)/n, (s.seconds-before.seconds)/n*1000)
+	return fmt.Sprintf("%.0f commits, %.1f messages and %.2f ms each on average, %.0f over %s s (subscriber's own histograms)",
+		n, (s.messages-before.messages)/n, (s.seconds-before.seconds)/n*1000, s.slow-before.slow, slowCommit)
 }

@@ -20,6 +20,7 @@ other_total 9
 		{"labelled series add up", text, "subscriber_messages_stored_total", 1200005, true},
 		{"longer name is another metric", text, "subscriber_messages_stored", 0, false},
 		{"unlabelled", "other_total 9\n", "other_total", 9, true},
+		{"one series by its labels", "h_bucket{le=\"0.004\"} 3\nh_bucket{le=\"0.008\"} 5\n", `h_bucket{le="0.008"}`, 5, true},
 		{"absent", text, "missing_total", 0, false},
 	}
 	for _, tt := range tests {
@@ -57,8 +58,8 @@ func TestCommitStatsSince(t *testing.T) {
 		want          string
 	}{
 		{"none", commitStats{}, commitStats{}, "no commits"},
-		{"delta", commitStats{commits: 10, seconds: 1, messages: 100}, commitStats{commits: 20, seconds: 1.05, messages: 1100},
-			"10 commits, 100.0 messages and 5.00 ms each on average (subscriber's own histograms)"},
+		{"delta", commitStats{commits: 10, seconds: 1, messages: 100, slow: 1}, commitStats{commits: 20, seconds: 1.05, messages: 1100, slow: 3},
+			"10 commits, 100.0 messages and 5.00 ms each on average, 2 over 0.008 s (subscriber's own histograms)"},
 	}
 	for _, tt := range tests {
 		if got := tt.after.since(tt.before); got != tt.want {
