@@ -32,6 +32,44 @@ const (
 	subscriberID = "bench-subscriber"
 )
 
+// specs gives each figure its unit and its target from the table,
+// in the table's order.
+var specs = []struct {
+	name, unit string
+	target     Target
+}{
+	{figQoS0, "req/s", Target{atLeastRatio, 0.7}},
+	{figQoS1, "req/s", Target{atLeastRatio, 0.5}},
+	{figBatch, "msg/s", Target{atLeastRatio, 0.8}},
+	{figIngest, "msg/s", Target{atLeastRatio, 0.7}},
+	{figE2E50, "ms", Target{}},
+	{figE2E99, "ms", Target{below, 10}},
+	{figPubRSS, "MiB", Target{below, 50}},
+	{figSubRSS, "MiB", Target{below, 50}},
+	{figQuery50, "ms", Target{below, 5}},
+	{figQuery99, "ms", Target{}},
+}
+
+// figure records a measured figure, judged against its target.
+func (b *bench) figure(name string, value float64, baseline *float64) {
+	for _, s := range specs {
+		if s.name == name {
+			b.figs = append(b.figs, measured(name, s.unit, value, baseline, s.target))
+			return
+		}
+	}
+}
+
+// failure records a figure that could not be measured.
+func (b *bench) failure(name string, err error) {
+	for _, s := range specs {
+		if s.name == name {
+			b.figs = append(b.figs, failed(name, s.unit, s.target, err))
+			return
+		}
+	}
+}
+
 type bench struct {
 	cfg    config
 	out    io.Writer
@@ -116,7 +154,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 			b.logf("%s: %v", s.name, err)
 			for _, name := range s.figs {
 				if !b.has(name) {
-					b.figs = append(b.figs, failed(name, "", Target{}, err))
+					b.failure(name, err)
 				}
 			}
 		}
@@ -127,7 +165,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	for _, svc := range []string{"publisher", "subscriber"} {
 		name := map[string]string{"publisher": figPubRSS, "subscriber": figSubRSS}[svc]
 		if v, ok := b.peak[svc]; ok {
-			b.figs = append(b.figs, measured(name, "MiB", v/(1<<20), nil, Target{below, 50}))
+			b.figure(name, v/(1<<20), nil)
 		}
 	}
 	b.sortFigures()
@@ -203,11 +241,10 @@ func (b *bench) has(name string) bool {
 
 // sortFigures puts the figures in the order of the table.
 func (b *bench) sortFigures() {
-	order := []string{figQoS0, figQoS1, figBatch, figIngest, figE2E50, figE2E99, figPubRSS, figSubRSS, figQuery50, figQuery99}
 	var sorted []Figure
-	for _, name := range order {
+	for _, spec := range specs {
 		for _, f := range b.figs {
-			if f.Name == name {
+			if f.Name == spec.name {
 				sorted = append(sorted, f)
 			}
 		}
@@ -247,10 +284,10 @@ func (b *bench) publisher(ctx context.Context) (*Proc, error) {
 	if !ok {
 		return nil, errors.New("the publisher did not build")
 	}
-	p, err := startProc(ctx, "publisher", bin, nil, map[string]string{
+	p, err := startProc(ctx, "publisher", bin, nil, b.env(map[string]string{
 		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": "bench-publisher",
 		"HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
-	}, b.dir)
+	}), b.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +299,14 @@ func (b *bench) publisher(ctx context.Context) (*Proc, error) {
 	return p, nil
 }
 
+// env is a service's environment: env, with -env on top.
+func (b *bench) env(env map[string]string) map[string]string {
+	for k, v := range b.cfg.Env {
+		env[k] = v
+	}
+	return env
+}
+
 // startSubscriber starts a subscriber on the SQLite file db with a
 // persistent session of clientID on topics.
 func (b *bench) startSubscriber(ctx context.Context, name, db, clientID, topics string) (*Proc, error) {
@@ -269,10 +314,10 @@ func (b *bench) startSubscriber(ctx context.Context, name, db, clientID, topics 
 	if !ok {
 		return nil, errors.New("the subscriber did not build")
 	}
-	p, err := startProc(ctx, name, bin, nil, map[string]string{
+	p, err := startProc(ctx, name, bin, nil, b.env(map[string]string{
 		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": clientID, "MQTT_TOPICS": topics, "MQTT_QOS": "1",
 		"DATABASE_URL": "sqlite:" + db, "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
-	}, b.dir)
+	}), b.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -403,15 +448,14 @@ func (b *bench) httpPublish(ctx context.Context) error {
 		return fmt.Errorf("baseline: %s", baseline.FirstError)
 	}
 	for _, x := range []struct {
-		name  string
-		r     loadResult
-		limit float64
-	}{{figQoS0, targets[1].total, 0.7}, {figQoS1, targets[2].total, 0.5}} {
+		name string
+		r    loadResult
+	}{{figQoS0, targets[1].total}, {figQoS1, targets[2].total}} {
 		if x.r.OK == 0 {
-			b.figs = append(b.figs, failed(x.name, "req/s", Target{atLeastRatio, x.limit}, errors.New(x.r.FirstError)))
+			b.failure(x.name, errors.New(x.r.FirstError))
 			continue
 		}
-		b.figs = append(b.figs, measured(x.name, "req/s", x.r.PerSecond(), ptr(baseline.PerSecond()), Target{atLeastRatio, x.limit}))
+		b.figure(x.name, x.r.PerSecond(), ptr(baseline.PerSecond()))
 	}
 	return nil
 }
@@ -485,7 +529,7 @@ func (b *bench) batchPublish(ctx context.Context) error {
 	if viaHTTP.OK == 0 {
 		return errors.New(viaHTTP.FirstError)
 	}
-	b.figs = append(b.figs, measured(figBatch, "msg/s", viaHTTP.PerSecond(), ptr(base.PerSecond()), Target{atLeastRatio, 0.8}))
+	b.figure(figBatch, viaHTTP.PerSecond(), ptr(base.PerSecond()))
 	return nil
 }
 
@@ -557,7 +601,7 @@ func (b *bench) ingest(ctx context.Context) error {
 	if stored < n {
 		b.note("ingest: only %d of %d messages were stored within %s; the rate is over that time", stored, n, b.cfg.IngestLimit)
 	}
-	b.figs = append(b.figs, measured(figIngest, "msg/s", perSecond, ptr(baseline), Target{atLeastRatio, 0.7}))
+	b.figure(figIngest, perSecond, ptr(baseline))
 	return nil
 }
 
@@ -647,9 +691,8 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	if len(r.Commit) == 0 {
 		return errors.New("no message was seen stored")
 	}
-	b.figs = append(b.figs,
-		measured(figE2E50, "ms", ms(r.Commit.Percentile(0.5)), nil, Target{}),
-		measured(figE2E99, "ms", ms(r.Commit.Percentile(0.99)), nil, Target{below, 10}))
+	b.figure(figE2E50, ms(r.Commit.Percentile(0.5)), nil)
+	b.figure(figE2E99, ms(r.Commit.Percentile(0.99)), nil)
 	return nil
 }
 
@@ -684,9 +727,8 @@ func (b *bench) query(ctx context.Context) error {
 	}
 	b.logf("%d queries: p50 %.2f ms, p99 %.2f ms", len(lat), ms(lat.Percentile(0.5)), ms(lat.Percentile(0.99)))
 	rows := thousands(int64(b.cfg.Rows))
-	b.figs = append(b.figs,
-		measured(figQuery50, "ms", ms(lat.Percentile(0.5)), nil, Target{below, 5}),
-		measured(figQuery99, "ms", ms(lat.Percentile(0.99)), nil, Target{}))
+	b.figure(figQuery50, ms(lat.Percentile(0.5)), nil)
+	b.figure(figQuery99, ms(lat.Percentile(0.99)), nil)
 	b.note("query: %s rows over 1,000 topics, a/+/c matching 2.5%%; one request at a time", rows)
 	return nil
 }

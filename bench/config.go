@@ -21,6 +21,7 @@ type config struct {
 	Quick   bool
 	Keep    bool
 	Only    map[string]bool
+	Env     map[string]string // added to both services' environment
 
 	Conns         int
 	Rounds        int
@@ -64,6 +65,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	only := fs.String("only", strings.Join(scenarios, ","), "scenarios to run, comma-separated")
+	env := fs.String("env", "", "extra environment of both services, e.g. LOG_LEVEL=warn,FOO=1 (for experiments)")
 	fs.StringVar(&c.Repo, "repo", "", "repository root (default: the directory above holding go.work)")
 	fs.StringVar(&c.Results, "results", "results", "directory for the JSON results")
 	fs.StringVar(&c.Perf, "perf", "", "if set, record `perf` profiles of the services into this directory")
@@ -102,6 +104,17 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 				}
 			}
 		}
+	}
+	c.Env = map[string]string{}
+	for kv := range strings.SplitSeq(*env, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return c, fmt.Errorf("-env: %q is not KEY=VALUE", kv)
+		}
+		c.Env[k] = v
 	}
 	c.Only = map[string]bool{}
 	for s := range strings.SplitSeq(*only, ",") {

@@ -43,6 +43,7 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"-repo", "/x", "-ingest", "10", "-max-queued", "5"},
 		{"-repo", "/x", "-batch-size", "1001"},
 		{"-repo", "/x", "extra"},
+		{"-repo", "/x", "-env", "NOEQUALS"},
 	} {
 		if _, err := parseConfig(args, io.Discard); err == nil {
 			t.Errorf("parseConfig(%q) succeeded, want an error", args)
