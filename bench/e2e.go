@@ -43,6 +43,7 @@ type e2eResult struct {
 	Seen     int
 	Commit   Latencies // request due -> stored (stream event read), or -> received_at
 	Arrival  Latencies // request due -> received_at, where the stream gave both
+	Inside   Latencies // received_at -> stream event: queue, commit, stream
 	HTTP     Latencies // publish request -> answer
 	FirstErr string
 }
@@ -168,6 +169,7 @@ func endToEnd(ctx context.Context, pub, sub *Proc, conns, n, perSecond int) (e2e
 		}
 		if !arrived[i].IsZero() {
 			res.Arrival = append(res.Arrival, arrived[i].Sub(due[i]))
+			res.Inside = append(res.Inside, seen[i].Sub(arrived[i]))
 		}
 	}
 	if res.Sent == 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,6 +163,53 @@ func newestID(body []byte) (int64, error) {
 type commitStats struct {
 	commits, seconds, messages float64
 	slow                       float64 // commits that took longer than slowCommit
+	buckets                    []bucket
+}
+
+// bucket is one cumulative bucket of a Prometheus histogram.
+type bucket struct {
+	le    float64 // upper bound in seconds; +Inf for the last
+	count float64
+}
+
+// histogramBuckets reads the cumulative buckets of histogram name, in
+// the order they are exposed (ascending).
+func histogramBuckets(text []byte, name string) []bucket {
+	var out []bucket
+	prefix := name + `_bucket{le="`
+	for line := range strings.SplitSeq(string(text), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		le, v, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, bucket{bound, n})
+	}
+	return out
+}
+
+// slowest is the upper bound of the first bucket that holds every commit
+// made between before and s: the longest of them took at most that long.
+func (s commitStats) slowest(before commitStats) float64 {
+	total := s.commits - before.commits
+	for i, b := range s.buckets {
+		n := b.count
+		if i < len(before.buckets) {
+			n -= before.buckets[i].count
+		}
+		if n >= total {
+			return b.le
+		}
+	}
+	return math.Inf(1)
 }
 
 // slowCommit is a bucket bound of subscriber_commit_duration_seconds: a
@@ -184,6 +232,7 @@ func readCommitStats(ctx context.Context, sub *Proc) (commitStats, error) {
 		return s, errors.New("no commit histograms in /metrics")
 	}
 	s.slow = s.commits - fast
+	s.buckets = histogramBuckets(body, "subscriber_commit_duration_seconds")
 	return s, nil
 }
 
@@ -193,6 +242,6 @@ func (s commitStats) since(before commitStats) string {
 	if n <= 0 {
 		return "no commits"
 	}
-	return fmt.Sprintf("%.0f commits, %.1f messages and %.2f ms each on average, %.0f over %s s (subscriber's own histograms)",
-		n, (s.messages-before.messages)/n, (s.seconds-before.seconds)/n*1000, s.slow-before.slow, slowCommit)
+	return fmt.Sprintf("%.0f commits, %.1f messages and %.2f ms each on average, %.0f over %s s, the longest under %g s (subscriber's own histograms)",
+		n, (s.messages-before.messages)/n, (s.seconds-before.seconds)/n*1000, s.slow-before.slow, slowCommit, s.slowest(before))
 }

@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestMetricSum(t *testing.T) {
 	const text = `# HELP subscriber_messages_stored_total Messages committed to the store.
@@ -58,12 +61,38 @@ func TestCommitStatsSince(t *testing.T) {
 		want          string
 	}{
 		{"none", commitStats{}, commitStats{}, "no commits"},
-		{"delta", commitStats{commits: 10, seconds: 1, messages: 100, slow: 1}, commitStats{commits: 20, seconds: 1.05, messages: 1100, slow: 3},
-			"10 commits, 100.0 messages and 5.00 ms each on average, 2 over 0.008 s (subscriber's own histograms)"},
+		{"delta",
+			commitStats{commits: 10, seconds: 1, messages: 100, slow: 1, buckets: []bucket{{0.004, 9}, {0.008, 9}, {0.016, 10}, {math.Inf(1), 10}}},
+			commitStats{commits: 20, seconds: 1.05, messages: 1100, slow: 3, buckets: []bucket{{0.004, 15}, {0.008, 17}, {0.016, 19}, {math.Inf(1), 20}}},
+			"10 commits, 100.0 messages and 5.00 ms each on average, 2 over 0.008 s, the longest under +Inf s (subscriber's own histograms)"},
+		{"all fast",
+			commitStats{},
+			commitStats{commits: 4, seconds: 0.004, messages: 4, buckets: []bucket{{0.0005, 1}, {0.001, 4}, {0.002, 4}, {math.Inf(1), 4}}},
+			"4 commits, 1.0 messages and 1.00 ms each on average, 0 over 0.008 s, the longest under 0.001 s (subscriber's own histograms)"},
 	}
 	for _, tt := range tests {
 		if got := tt.after.since(tt.before); got != tt.want {
 			t.Errorf("%s: since = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	text := `# TYPE h histogram
+h_bucket{le="0.001"} 3
+h_bucket{le="0.002"} 5
+h_bucket{le="+Inf"} 6
+h_sum 0.01
+h_count 6
+`
+	got := histogramBuckets([]byte(text), "h")
+	want := []bucket{{0.001, 3}, {0.002, 5}, {math.Inf(1), 6}}
+	if len(got) != len(want) {
+		t.Fatalf("histogramBuckets = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("bucket %d = %v, want %v", i, got[i], want[i])
 		}
 	}
 }
