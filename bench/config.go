@@ -22,6 +22,9 @@ type config struct {
 	Keep    bool
 	Only    map[string]bool
 	Env     map[string]string // added to both services' environment
+	// Custom is set when a flag that changes what is measured was given:
+	// such a run is not the and does not replace latest.json.
+	Custom bool
 
 	Conns         int
 	Rounds        int
@@ -94,9 +97,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name := range set {
+		switch name {
+		case "repo", "results", "keep", "quick":
+		default:
+			c.Custom = true
+		}
+	}
 	if c.Quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for name, v := range quickValues {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -152,10 +162,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 // Kind is what the run's results are called.
 func (c config) Kind() string {
 	switch {
-	case len(c.Only) < len(scenarios):
-		return kindPartial
 	case c.Quick:
 		return kindQuick
+	case c.Custom || len(c.Only) < len(scenarios):
+		return kindPartial
 	default:
 		return kindFull
 	}

@@ -19,6 +19,8 @@ func TestParseConfig(t *testing.T) {
 		{"quick scales down", []string{"-repo", "/x", "-quick"}, kindQuick, 3 * time.Second, 20_000, 100_000},
 		{"an explicit flag wins over quick", []string{"-repo", "/x", "-quick", "-ingest", "5000"}, kindQuick, 3 * time.Second, 5000, 100_000},
 		{"only some scenarios", []string{"-repo", "/x", "-only", "http,query"}, kindPartial, 10 * time.Second, 200_000, 1_000_000},
+		{"changed counts are not the issue's run", []string{"-repo", "/x", "-rows", "5000"}, kindPartial, 10 * time.Second, 200_000, 5000},
+		{"where results go changes nothing measured", []string{"-repo", "/x", "-results", "/tmp/r", "-keep"}, kindFull, 10 * time.Second, 200_000, 1_000_000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
