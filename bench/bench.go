@@ -130,7 +130,11 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer b.broker.Stop()
+	defer func() {
+		if err := b.broker.Stop(); err != nil {
+			b.logf("%v", err)
+		}
+	}()
 	b.logf("mosquitto on %s: %s", b.broker.Addr, strings.Join(b.broker.Config[3:6], ", "))
 	defer func() { b.stop(b.pub); b.stop(b.sub) }()
 
@@ -272,7 +276,9 @@ func (b *bench) stop(p *Proc) {
 		return
 	}
 	b.sample(p)
-	p.Stop()
+	if err := p.Stop(); err != nil {
+		b.logf("%v", err)
+	}
 }
 
 // publisher returns the running publisher, starting it if needed.
@@ -292,8 +298,7 @@ func (b *bench) publisher(ctx context.Context) (*Proc, error) {
 		return nil, err
 	}
 	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
-		p.Stop()
-		return nil, err
+		return nil, errors.Join(err, p.Stop())
 	}
 	b.pub = p
 	return p, nil
@@ -322,8 +327,7 @@ func (b *bench) startSubscriber(ctx context.Context, name, db, clientID, topics 
 		return nil, err
 	}
 	if err := p.WaitReady(ctx, 60*time.Second); err != nil {
-		p.Stop()
-		return nil, err
+		return nil, errors.Join(err, p.Stop())
 	}
 	return p, nil
 }
@@ -386,7 +390,7 @@ func (b *bench) httpPublish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("baseline server: %w", err)
 	}
-	defer base.Stop()
+	defer b.stop(base)
 	pub, err := b.publisher(ctx)
 	if err != nil {
 		return err

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -18,7 +17,7 @@ type Broker struct {
 	Addr   string   // 127.0.0.1:port
 	Config []string // the lines of its mosquitto.conf, for the report
 	cmd    *exec.Cmd
-	done   chan error
+	done   chan struct{}
 }
 
 // URL is the broker as MQTT_BROKER and paho take it.
@@ -62,11 +61,16 @@ func startBroker(ctx context.Context, bin, dir string, maxInflight, maxQueued in
 	if err := b.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start mosquitto: %w", err)
 	}
-	b.done = make(chan error, 1)
-	go func() { b.done <- b.cmd.Wait() }()
+	b.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		// Its own log (log_dest file) says why it ended, if it was not us.
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintf(logFile{filepath.Join(dir, "mosquitto.log")}, "bench: mosquitto: %v\n", err)
+		}
+		close(done)
+	}(b.cmd, b.done)
 	if err := waitTCP(ctx, b.Addr, 10*time.Second); err != nil {
-		b.Stop()
-		return nil, fmt.Errorf("mosquitto on %s: %w", b.Addr, err)
+		return nil, errors.Join(fmt.Errorf("mosquitto on %s: %w", b.Addr, err), b.Stop())
 	}
 	return b, nil
 }
@@ -75,18 +79,13 @@ func startBroker(ctx context.Context, bin, dir string, maxInflight, maxQueued in
 func (b *Broker) Pid() int { return b.cmd.Process.Pid }
 
 // Stop ends the broker with SIGTERM, SIGKILL after 5 s.
-func (b *Broker) Stop() {
+func (b *Broker) Stop() error {
 	if b == nil || b.cmd == nil {
-		return
+		return nil
 	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(5 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.done
-	}
+	err := stopProcess(b.cmd.Process, b.done, 5*time.Second)
 	b.cmd = nil
+	return err
 }
 
 // freePort asks the kernel for a free loopback port. Another process could

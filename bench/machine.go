@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"runtime"
@@ -19,8 +20,9 @@ func describeMachine(ctx context.Context, mosquitto string) Machine {
 		m.CPU = procField(b, "model name")
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		kb, _ := strconv.ParseFloat(strings.TrimSuffix(procField(b, "MemTotal"), " kB"), 64)
-		m.MemoryGiB = kb / (1 << 20)
+		if kb, err := strconv.ParseFloat(strings.TrimSuffix(procField(b, "MemTotal"), " kB"), 64); err == nil {
+			m.MemoryGiB = kb / (1 << 20)
+		}
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
@@ -34,7 +36,11 @@ func describeMachine(ctx context.Context, mosquitto string) Machine {
 		m.Go = strings.TrimSpace(string(out))
 	}
 	// mosquitto -h prints its version on the first line and exits non-zero.
-	out, _ := exec.CommandContext(ctx, mosquitto, "-h").CombinedOutput()
+	out, err := exec.CommandContext(ctx, mosquitto, "-h").CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		return m
+	}
 	if line, _, _ := bytes.Cut(out, []byte("\n")); bytes.HasPrefix(line, []byte("mosquitto version ")) {
 		m.Mosquitto = string(bytes.TrimPrefix(line, []byte("mosquitto version ")))
 	}

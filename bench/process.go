@@ -73,13 +73,16 @@ func (p *Proc) start(ctx context.Context) error {
 	}
 	p.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) {
-		_ = cmd.Wait() // its exit is read from done; the status is in the log
+		// Stopping it is the expected end; how it ended otherwise is in
+		// its log, which every error about it quotes.
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintf(logFile{p.logPath}, "bench: %s: %v\n", p.Name, err)
+		}
 		close(done)
 	}(p.cmd, p.done)
 	addr, err := p.waitListening(ctx, 30*time.Second)
 	if err != nil {
-		p.Stop()
-		return fmt.Errorf("%s: %w; log: %s", p.Name, err, p.LogTail())
+		return errors.Join(fmt.Errorf("%s: %w; log: %s", p.Name, err, p.LogTail()), p.Stop())
 	}
 	p.Addr = addr
 	return nil
@@ -87,7 +90,9 @@ func (p *Proc) start(ctx context.Context) error {
 
 // Restart starts the same binary with the same environment again.
 func (p *Proc) Restart(ctx context.Context) error {
-	p.Stop()
+	if err := p.Stop(); err != nil {
+		return err
+	}
 	p.logPath = strings.TrimSuffix(p.logPath, ".log") + "r.log"
 	return p.start(ctx)
 }
@@ -178,17 +183,30 @@ func (p *Proc) PeakRSS() (float64, error) {
 }
 
 // Stop sends SIGTERM (a graceful shutdown) and waits, SIGKILL after 15 s.
-func (p *Proc) Stop() {
+func (p *Proc) Stop() error {
 	if p == nil || p.cmd == nil || p.cmd.Process == nil {
-		return
+		return nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only if it has exited
+	return stopProcess(p.cmd.Process, p.done, 15*time.Second)
+}
+
+// stopProcess sends SIGTERM to proc and waits for done, and SIGKILL after
+// grace. A process that has already exited is not an error.
+func stopProcess(proc *os.Process, done <-chan struct{}, grace time.Duration) error {
+	if err := proc.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop process %d: %w", proc.Pid, err)
+	}
 	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	case <-done:
+		return nil
+	case <-time.After(grace):
 	}
+	err := proc.Kill()
+	<-done
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill process %d: %w", proc.Pid, err)
+	}
+	return fmt.Errorf("process %d ignored SIGTERM for %s and was killed", proc.Pid, grace)
 }
 
 // Exited reports whether the process has ended.
@@ -216,4 +234,16 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// logFile appends to a process's log file after the process has gone.
+type logFile struct{ path string }
+
+func (l logFile) Write(b []byte) (int, error) {
+	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.Write(b)
+	return n, errors.Join(err, f.Close())
 }
