@@ -1,6 +1,6 @@
 # The project's commands. `make test` is what CI runs (through .ci/run).
 SERVICES := publisher subscriber
-MODULES  := $(SERVICES) e2e
+MODULES  := $(SERVICES) e2e bench
 FUZZTIME ?= 5s
 GO       ?= go
 
@@ -42,6 +42,10 @@ test: check unit fuzz
 ## run: Mosquitto (unless one answers already) and both services, without Docker
 run:
 	bash deploy/run-local.sh
+
+## bench: the load harness (docs/performance.md): both services against same-run baselines
+bench:
+	cd bench && $(GO) run .
 
 ## compose-smoke: the docker compose stack up, a message through it, and down again
 compose-smoke:
