@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("unknown command %q (the only one is healthcheck)", args[1])
 		}
 	}
-	log := newLogger(stdout, cfg)
+	log := newLogger(stdout, cfg.LogFormat, logLevel(cfg.LogLevel))
 
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
@@ -96,7 +96,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("http server listening", "addr", ln.Addr().String())
+	// Logged whatever LOG_LEVEL says: scripts and tests read the bound
+	// address from it (HTTP_ADDR may end in :0).
+	newLogger(stdout, cfg.LogFormat, min(logLevel(cfg.LogLevel), slog.LevelInfo)).
+		Info("http server listening", "addr", ln.Addr().String())
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -126,14 +129,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func newLogger(w io.Writer, cfg config.Config) *slog.Logger {
+// logLevel is LOG_LEVEL as a slog level.
+func logLevel(name string) slog.Level {
 	var level slog.Level
 	// Config validated the name; UnmarshalText cannot fail on it.
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(name)); err != nil {
 		level = slog.LevelInfo
 	}
+	return level
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "json" {
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

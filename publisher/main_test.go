@@ -76,20 +76,7 @@ func TestRunWithoutBroker(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"publisher"}, &stdout, &stderr) }()
 
-	var addr string
-	deadline := time.Now().Add(5 * time.Second)
-	for addr == "" && time.Now().Before(deadline) {
-		for _, line := range strings.Split(stdout.String(), "\n") {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http server listening" {
-				addr = l.Addr
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if addr == "" {
-		t.Fatalf("no \"http server listening\" line in\n%s", stdout.String())
-	}
+	addr := waitListening(t, &stdout)
 
 	get := func(path string) int {
 		resp, err := http.Get("http://" + addr + path)
@@ -128,5 +115,53 @@ func TestRunWithoutBroker(t *testing.T) {
 	}
 	if err := healthcheck(t.Context(), addr); err == nil {
 		t.Errorf("healthcheck after stop = nil, want an error")
+	}
+}
+
+// waitListening returns the addr of run's "http server listening" line.
+func waitListening(t *testing.T, stdout *syncBuffer) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http server listening" && l.Addr != "" {
+				return l.Addr
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no \"http server listening\" line in\n%s", stdout.String())
+	return ""
+}
+
+// Tools find the port in the listening line, so it is there whatever
+// LOG_LEVEL hides; the rest of the level's filtering stays.
+func TestRunListeningLineAtEveryLevel(t *testing.T) {
+	for _, level := range []string{"debug", "info", "warn", "error"} {
+		t.Run(level, func(t *testing.T) {
+			t.Setenv("MQTT_BROKER", "tcp://127.0.0.1:1") // nothing listens there
+			t.Setenv("HTTP_ADDR", "127.0.0.1:0")
+			t.Setenv("LOG_FORMAT", "json")
+			t.Setenv("LOG_LEVEL", level)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var stdout, stderr syncBuffer
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, []string{"publisher"}, &stdout, &stderr) }()
+
+			addr := waitListening(t, &stdout)
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				t.Errorf("listening addr %q: %v", addr, err)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run returned %v after cancel, want nil", err)
+			}
+			gotInfo := strings.Contains(stdout.String(), `"msg":"mqtt connecting"`)
+			if wantInfo := level == "debug" || level == "info"; gotInfo != wantInfo {
+				t.Errorf("LOG_LEVEL=%s: other INFO lines logged = %v, want %v", level, gotInfo, wantInfo)
+			}
+		})
 	}
 }
