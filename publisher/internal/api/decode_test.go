@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -289,4 +290,60 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDecodeAgainstReference checks that the single-pass decoder accepts
+// and refuses exactly what the reference (encoding/json tokens, decode_ref_test.go)
+// does, with the same status and batch index and the same messages.
+func FuzzDecodeAgainstReference(f *testing.F) {
+	for _, s := range []string{
+		`{"topic":"a/b","message":"21.5"}`,
+		`{"topic":"a","message":"AP8=","encoding":"base64","qos":2,"retain":true}`,
+		`{"topic":"a\ud83d\ude00","message":"\u0000\"\\\/\b\f\n\r\t"}`,
+		`{"topic":"a\ud800","message":"x"}`,
+		`{"topic":"a","message":"x"}x`,
+		`{"topic":"a","topic":"b","message":"x"}`,
+		`{"topic":"$SYS","message":"x","qos":3}`,
+		`{"topic":"a","message":"x","qos":-0,"retain":null,"x":[1,{"a":[true,false,null,"s",-1.5e+3]}]}`,
+		`{"messages":[{"topic":"a","message":"1"},{"topic":"b","message":"Ag==","encoding":"base64"}]}`,
+		`{"messages":[{"topic":"a","message":"1"},{"topic":"b/#","message":"x"}]}`,
+		`{"messages":null}`, `{"messages":[1]}`, `{"messages":[]}`,
+		`{"topic" : "a" , "message" : "x" , }`, `{,}`, `{"qos":01}`, `{"qos":1.}`,
+		`[`, `null`, ``, ` `, `{}`, `{"a":}`,
+	} {
+		f.Add([]byte(s))
+	}
+	same := func(t *testing.T, what string, body []byte, got, want []message.Message, gotErr, wantErr error) {
+		t.Helper()
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("%s(%q) = %v, reference %v", what, body, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			if g, w := statusOf(gotErr), statusOf(wantErr); g != w {
+				t.Fatalf("%s(%q) = %v (%d), reference %v (%d)", what, body, gotErr, g, wantErr, w)
+			}
+			var gi, wi *itemError
+			if errors.As(gotErr, &gi) != errors.As(wantErr, &wi) || gi != nil && gi.index != wi.index {
+				t.Fatalf("%s(%q) = %v, reference %v: not the same item", what, body, gotErr, wantErr)
+			}
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s(%q) = %d messages, reference %d", what, body, len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.Topic != w.Topic || !bytes.Equal(g.Payload, w.Payload) || g.QoS != w.QoS || g.Retain != w.Retain {
+				t.Fatalf("%s(%q)[%d] = %+v, reference %+v", what, body, i, g, w)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := decodePublish(body, testLimits)
+		rm, rerr := refDecodePublish(body, testLimits)
+		same(t, "decodePublish", body, []message.Message{m}, []message.Message{rm}, err, rerr)
+		msgs, err := decodeBatch(body, testLimits)
+		rmsgs, rerr := refDecodeBatch(body, testLimits)
+		same(t, "decodeBatch", body, msgs, rmsgs, err, rerr)
+	})
 }
