@@ -400,3 +400,64 @@ func TestMetricsServed(t *testing.T) {
 		t.Errorf("/metrics: %d, want 200 with the request counter; got\n%s", a.status, a.body)
 	}
 }
+
+// lockedBuffer is a bytes.Buffer the server's handlers and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The access log keeps INFO for what someone must look at (refused and
+// failed requests); answered publishes and probes are DEBUG, counted by the
+// metrics either way.
+func TestAccessLogLevels(t *testing.T) {
+	type line struct {
+		Level, Msg, Path string
+		Status           int
+	}
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		t.Run(level.String(), func(t *testing.T) {
+			var out lockedBuffer
+			log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: level}))
+			h, err := NewServer(log, testConfig(), &fakeBroker{connected: true}, prometheus.NewRegistry())
+			if err != nil {
+				t.Fatalf("NewServer: %v", err)
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			do(t, "POST", srv.URL+"/publish", "application/json", `{"topic":"a","message":"x"}`)
+			do(t, "POST", srv.URL+"/publish", "application/json", `{"topic":"a/#","message":"x"}`)
+			do(t, "GET", srv.URL+"/healthz", "", "")
+
+			got := map[int]string{} // status -> level of its access line
+			for _, s := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+				var l line
+				if err := json.Unmarshal([]byte(s), &l); err != nil {
+					t.Fatalf("log line %q: %v", s, err)
+				}
+				if l.Msg == "http request" {
+					got[l.Status] = l.Level
+				}
+			}
+			want := map[int]string{400: "INFO"}
+			if level == slog.LevelDebug {
+				want = map[int]string{200: "DEBUG", 400: "INFO"} // the 200s of /publish and /healthz
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("at %s, access lines by status = %v, want %v\n%s", level, got, want, out.String())
+			}
+		})
+	}
+}
