@@ -2,6 +2,7 @@ package topic
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -76,4 +77,26 @@ func Regexp(filter string) string {
 	}
 	b.WriteString("$")
 	return b.String()
+}
+
+// Expand returns the names of sorted (ascending byte order, as SQL's
+// binary collation sorts) that filter matches, or ok false when there are
+// more than limit of them. Only the names under the filter's literal prefix
+// are tried.
+func Expand(sorted []string, filter string, limit int) (names []string, ok bool) {
+	lo, hi, bounded := Range(Prefix(filter))
+	i, _ := slices.BinarySearch(sorted, lo)
+	j := len(sorted)
+	if bounded {
+		j, _ = slices.BinarySearch(sorted, hi)
+	}
+	for _, n := range sorted[i:j] {
+		if Match(filter, n) {
+			if len(names) == limit {
+				return nil, false
+			}
+			names = append(names, n)
+		}
+	}
+	return names, true
 }

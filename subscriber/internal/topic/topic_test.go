@@ -3,6 +3,7 @@ package topic
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -177,5 +178,31 @@ func TestValidateShareGroup(t *testing.T) {
 	}
 	if err := ValidateShareGroup("workers"); err != nil {
 		t.Errorf("ValidateShareGroup(workers) = %v, want nil", err)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	names := []string{"$SYS/load", "/x", "a", "a/b", "a/b/c", "a/x/c", "a0", "b/b/c", "é/ü"}
+	tests := []struct {
+		filter string
+		limit  int
+		want   []string
+		ok     bool
+	}{
+		{"a/+/c", 10, []string{"a/b/c", "a/x/c"}, true},
+		{"a/#", 10, []string{"a", "a/b", "a/b/c", "a/x/c"}, true},
+		{"+/b/c", 10, []string{"a/b/c", "b/b/c"}, true},
+		{"#", 10, []string{"/x", "a", "a/b", "a/b/c", "a/x/c", "a0", "b/b/c", "é/ü"}, true},
+		{"$SYS/#", 10, []string{"$SYS/load"}, true},
+		{"é/+", 10, []string{"é/ü"}, true},
+		{"a/+/c", 2, []string{"a/b/c", "a/x/c"}, true},
+		{"a/#", 3, nil, false},
+		{"z/+", 10, nil, true},
+	}
+	for _, tt := range tests {
+		got, ok := Expand(names, tt.filter, tt.limit)
+		if ok != tt.ok || !slices.Equal(got, tt.want) {
+			t.Errorf("Expand(%q, %d) = %q %v, want %q %v", tt.filter, tt.limit, got, ok, tt.want, tt.ok)
+		}
 	}
 }
