@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -28,7 +29,7 @@ import (
 type Store interface {
 	Insert(ctx context.Context, msgs []store.Message) error
 	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error)
-	BatchIDs(ctx context.Context, key int64) ([]int64, error)
+	BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error)
 }
 
 // Config configures an Ingester.
@@ -70,6 +71,8 @@ type Ingester struct {
 	st  Store
 	m   *metrics.Metrics
 
+	received [3]prometheus.Counter // m.Received by QoS, looked up once
+
 	client   mqtt.Client
 	queue    chan arrival
 	stopping chan struct{} // closed when shutdown begins
@@ -104,6 +107,9 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		log: log, cfg: cfg, st: st, m: m,
 		queue:    make(chan arrival, cfg.Queue),
 		stopping: make(chan struct{}),
+	}
+	for q := range i.received {
+		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))
 	}
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.Broker).
@@ -281,11 +287,17 @@ func (i *Ingester) publishStatus(status string, timeout time.Duration) error {
 func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	payload := msg.Payload()
-	shown, enc := logPayload(payload, i.cfg.LogPayloadBytes)
-	i.log.Info("message arrived",
-		"topic", msg.Topic(), "qos", msg.Qos(), "retained", msg.Retained(),
-		"duplicate", msg.Duplicate(), "bytes", len(payload), "payload", shown, "encoding", enc)
-	i.m.Received.WithLabelValues(strconv.Itoa(int(msg.Qos()))).Inc()
+	// LogAttrs with typed attributes: no []any to build and convert per
+	// message, and nothing at all (not even the payload copy) when INFO
+	// is off.
+	if ctx := context.Background(); i.log.Enabled(ctx, slog.LevelInfo) {
+		shown, enc := logPayload(payload, i.cfg.LogPayloadBytes)
+		i.log.LogAttrs(ctx, slog.LevelInfo, "message arrived",
+			slog.String("topic", msg.Topic()), slog.Int("qos", int(msg.Qos())), slog.Bool("retained", msg.Retained()),
+			slog.Bool("duplicate", msg.Duplicate()), slog.Int("bytes", len(payload)),
+			slog.String("payload", shown), slog.String("encoding", enc))
+	}
+	i.received[msg.Qos()%3].Inc()
 	if msg.Duplicate() {
 		i.m.Redeliveries.Inc()
 	}

@@ -69,11 +69,11 @@ func (f *flakyStore) Insert(ctx context.Context, msgs []store.Message) error {
 	return nil
 }
 
-func (f *flakyStore) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
+func (f *flakyStore) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error) {
 	if f.failing.Load() {
 		return nil, errors.New("disk on fire")
 	}
-	return f.Store.BatchIDs(ctx, key)
+	return f.Store.BatchIDs(ctx, key, since)
 }
 
 func (f *flakyStore) LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error) {

@@ -123,7 +123,7 @@ func (i *Ingester) commitOnce(ctx context.Context, b *batch) error {
 	}
 	if b.unsure {
 		// All of the batch's rows are there or none: it is one transaction.
-		ids, err := i.st.BatchIDs(ctx, b.key)
+		ids, err := i.st.BatchIDs(ctx, b.key, earliest(b.rows))
 		if err != nil {
 			return fmt.Errorf("ask whether the failed commit happened: %w", err)
 		}
@@ -157,6 +157,18 @@ func (i *Ingester) commitOnce(ctx context.Context, b *batch) error {
 	i.m.CommitSeconds.Observe(time.Since(start).Seconds())
 	i.done(b, true)
 	return nil
+}
+
+// earliest is the first arrival time among rows: every row of their batch
+// was received since.
+func earliest(rows []store.Message) time.Time {
+	var t time.Time
+	for k, m := range rows {
+		if k == 0 || m.ReceivedAt.Before(t) {
+			t = m.ReceivedAt
+		}
+	}
+	return t
 }
 
 // newKey draws a batch key: 64 random bits, never 0 (rows without a key).

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,14 +61,29 @@ const insert = `INSERT INTO messages
 	(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`
 
+// topicsLock is the advisory lock between Insert (shared) and the removal
+// of topic names in DeleteBefore (exclusive): a name is only removed while
+// no Insert that may have found it present is uncommitted.
+const topicsLock = 0x746f7069 // "topi"
+
 // Insert stores msgs in one transaction, sent as one batch.
 func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	// Sorted, so that concurrent subscribers adding the same new names
+	// take their locks in one order.
+	names := make([]string, len(msgs))
+	for i, m := range msgs {
+		names[i] = m.Topic
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
 	ids := make([]int64, len(msgs))
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var b pgx.Batch
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
+		b.Queue(`INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, names)
 		for i, m := range msgs {
 			payload := m.Payload
 			if payload == nil {
@@ -106,6 +122,12 @@ func scan(row pgx.Row) (store.Message, error) {
 	return m, nil
 }
 
+// maxExpand is the most topic names a wildcard filter is expanded to. Up
+// to it, List reads the newest ids of each name through messages_topic_id
+// (at most Limit index entries a name); above it, so many topics match
+// that walking the rows newest first meets Limit matches soon.
+const maxExpand = 200
+
 // List returns messages matching q, newest first.
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
 	var where []string
@@ -114,21 +136,25 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 		args = append(args, v)
 		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
 	}
+	var names []string
+	expanded := false
 	switch {
 	case q.Filter == "":
 	case !strings.ContainsAny(q.Filter, "+#"):
 		arg("topic = ?", q.Filter)
 	default:
-		// The range (in the column's "C" collation) lets the index narrow
-		// the scan; the regular expression decides exactly.
-		lo, hi, ok := topic.Range(topic.Prefix(q.Filter))
-		if lo != "" {
-			arg("topic >= ?", lo)
+		var err error
+		if names, expanded, err = s.expand(ctx, q.Filter); err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
 		}
-		if ok {
-			arg("topic < ?", hi)
+		if expanded {
+			if len(names) == 0 {
+				return []store.Message{}, nil
+			}
+			where = append(where, "topic = t.name") // t: the names, below
+		} else {
+			arg("topic ~ ?", topic.Regexp(q.Filter))
 		}
-		arg("topic ~ ?", topic.Regexp(q.Filter))
 	}
 	if !q.Since.IsZero() {
 		arg("received_at >= ?", q.Since)
@@ -139,12 +165,22 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	if q.Before > 0 {
 		arg("id <= ?", q.Before)
 	}
-	query := "SELECT " + columns + " FROM messages"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+	var query string
+	if expanded {
+		// The newest Limit ids of each name, merged; then their rows.
+		args = append(args, q.Limit, names)
+		limit, list := "$"+strconv.Itoa(len(args)-1), "$"+strconv.Itoa(len(args))
+		query = "SELECT " + columns + " FROM messages WHERE id IN (SELECT n.id FROM unnest(" + list + "::text[]) AS t(name)" +
+			" CROSS JOIN LATERAL (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") +
+			" ORDER BY id DESC LIMIT " + limit + ") AS n ORDER BY n.id DESC LIMIT " + limit + ") ORDER BY id DESC"
+	} else {
+		query = "SELECT " + columns + " FROM messages"
+		if len(where) > 0 {
+			query += " WHERE " + strings.Join(where, " AND ")
+		}
+		args = append(args, q.Limit)
+		query += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
 	}
-	args = append(args, q.Limit)
-	query += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
@@ -162,6 +198,29 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	return msgs, nil
+}
+
+// expand returns the stored topic names filter matches, or ok false when
+// there are more than maxExpand.
+func (s *Store) expand(ctx context.Context, filter string) (names []string, ok bool, err error) {
+	lo, hi, bounded := topic.Range(topic.Prefix(filter))
+	query := `SELECT name FROM topics WHERE name >= $1 AND name ~ $2`
+	args := []any{lo, topic.Regexp(filter), maxExpand + 1}
+	if bounded {
+		query += ` AND name < $4`
+		args = append(args, hi)
+	}
+	rows, err := s.pool.Query(ctx, query+` LIMIT $3`, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("expand %s: %w", filter, err)
+	}
+	if names, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, false, fmt.Errorf("expand %s: %w", filter, err)
+	}
+	if len(names) > maxExpand {
+		return nil, false, nil
+	}
+	return names, true, nil
 }
 
 // LatestByPacketID finds the newest row of clientID with packetID.
@@ -184,12 +243,14 @@ func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID 
 	return store.Redelivery{Message: m, Later: later}, nil
 }
 
-// BatchIDs returns the ids of the rows stored with key.
-func (s *Store) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
+// BatchIDs returns the ids of the rows stored with key, among those received
+// since since (through messages_received_at).
+func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error) {
 	if key == 0 {
 		return nil, store.ErrNoBatchKey
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id FROM messages WHERE batch_key = $1 ORDER BY id`, key)
+	rows, err := s.pool.Query(ctx, `SELECT id FROM messages
+		WHERE received_at >= $1 AND batch_key = $2 ORDER BY id`, since, key)
 	if err != nil {
 		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
 	}
@@ -200,12 +261,38 @@ func (s *Store) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
 	return ids, nil
 }
 
-// DeleteBefore deletes at most limit of the oldest rows received before cutoff.
+// DeleteBefore deletes at most limit of the oldest rows received before
+// cutoff, and the names of topics left without rows.
 func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM messages WHERE id IN
-		(SELECT id FROM messages WHERE received_at < $1 ORDER BY received_at LIMIT $2)`, cutoff, limit)
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM messages WHERE id IN
+			(SELECT id FROM messages WHERE received_at < $1 ORDER BY received_at LIMIT $2) RETURNING topic`, cutoff, limit)
+		if err != nil {
+			return err
+		}
+		gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		n = int64(len(gone))
+		if n == 0 {
+			return nil
+		}
+		slices.Sort(gone)
+		gone = slices.Compact(gone)
+		// Waits for the Inserts in flight, so that the next statement
+		// sees their rows; Inserts after it wait for this commit and
+		// then add the names again.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, topicsLock); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM topics WHERE name = ANY($1)
+			AND NOT EXISTS (SELECT 1 FROM messages WHERE topic = topics.name)`, gone)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -31,6 +31,30 @@ var migrations = []string{
 	// lost; 0 for rows stored before.
 	`ALTER TABLE messages ADD COLUMN batch_key INTEGER NOT NULL DEFAULT 0;
 	CREATE INDEX messages_batch_key ON messages (batch_key);`,
+	// Cheaper inserts and indexed wildcard queries. Two indexes served rare
+	// paths on every insert: a lost commit is now looked up among the rows
+	// received since the batch's first arrival (messages_received_at), and
+	// the redelivery count walks ids forward. The distinct topic names are
+	// kept in topics by triggers, so any writer of messages keeps them
+	// right, and a wildcard filter is expanded against them (List);
+	// topics_version moves whenever a name comes or goes, so a reader can
+	// cache the names.
+	`DROP INDEX messages_batch_key;
+	DROP INDEX messages_client_id;
+	CREATE TABLE topics (name TEXT PRIMARY KEY) WITHOUT ROWID;
+	INSERT INTO topics (name) SELECT DISTINCT topic FROM messages;
+	CREATE TABLE topics_version (version INTEGER NOT NULL);
+	INSERT INTO topics_version (version) VALUES (0);
+	CREATE TRIGGER messages_topic_added AFTER INSERT ON messages
+		WHEN NOT EXISTS (SELECT 1 FROM topics WHERE name = new.topic)
+		BEGIN INSERT INTO topics (name) VALUES (new.topic); END;
+	CREATE TRIGGER messages_topic_gone AFTER DELETE ON messages
+		WHEN NOT EXISTS (SELECT 1 FROM messages WHERE topic = old.topic)
+		BEGIN DELETE FROM topics WHERE name = old.topic; END;
+	CREATE TRIGGER topics_added AFTER INSERT ON topics
+		BEGIN UPDATE topics_version SET version = version + 1; END;
+	CREATE TRIGGER topics_removed AFTER DELETE ON topics
+		BEGIN UPDATE topics_version SET version = version + 1; END;`,
 }
 
 // migrate brings db up to the last of steps (migrations, or a prefix of it

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -46,6 +48,14 @@ func register() error {
 type Store struct {
 	w *sql.DB // the one writer connection
 	r *sql.DB // readers (WAL lets them run beside the writer)
+
+	inserts [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
+	topics  topicCache
+	stmts   stmtCache // of listTopics, on r
+
+	stopCheckpoints context.CancelFunc
+	checkpoints     sync.WaitGroup
+	checkpointErr   atomic.Pointer[error] // the last checkpoint's error, nil after a success
 }
 
 var _ store.Store = (*Store)(nil)
@@ -58,7 +68,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	// synchronous=FULL: a commit is on disk before the broker is told, so
 	// an acknowledged message survives a power loss, not only a crash.
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"} {
+	// wal_autocheckpoint(0): checkpoints run in the background
+	// (checkpoint), not inside whichever commit crosses the threshold.
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)",
+		"wal_autocheckpoint(0)", "journal_size_limit(67108864)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -81,12 +94,69 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	s.r = r
+	for k, n := range chunkSizes {
+		if s.inserts[k], err = w.PrepareContext(ctx, insertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), s.Close())
+		}
+	}
+	ctx, s.stopCheckpoints = context.WithCancel(context.WithoutCancel(ctx))
+	s.checkpoints.Go(func() { s.checkpoint(ctx) })
 	return s, nil
 }
 
-// Close closes both pools.
+// Close stops the checkpointer and closes both pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	if s.stopCheckpoints != nil {
+		s.stopCheckpoints()
+		s.checkpoints.Wait()
+	}
+	errs := []error{s.stmts.close()}
+	for _, st := range s.inserts {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
+}
+
+// Checkpoint pacing: a passive checkpoint every checkpointEvery copies the
+// WAL into the database file beside the writer, which it never blocks. A
+// passive checkpoint cannot catch a writer that never pauses, so once the
+// WAL holds more than walRestartPages a restarting checkpoint waits for the
+// writer's current commit and lets the next one start the WAL afresh.
+const (
+	checkpointEvery = time.Second
+	walRestartPages = 16384 // 64 MiB of 4 KiB pages
+)
+
+// checkpoint runs WAL checkpoints on a reader connection until ctx ends.
+// (SQLite checkpoints once more when Close closes the last connection.) A
+// failed checkpoint only leaves the WAL longer; Ping reports it until one
+// succeeds.
+func (s *Store) checkpoint(ctx context.Context) {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var busy, frames, copied int
+		err := s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+		if err == nil && frames > walRestartPages {
+			err = s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			err = fmt.Errorf("checkpoint wal: %w", err)
+			s.checkpointErr.Store(&err)
+		default:
+			s.checkpointErr.Store(nil)
+		}
+	}
 }
 
 // Ping checks that the file can be read.
@@ -95,7 +165,24 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.r.QueryRowContext(ctx, "SELECT 1 FROM schema_version").Scan(&one); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
 	}
+	if p := s.checkpointErr.Load(); p != nil {
+		return fmt.Errorf("ping sqlite: %w", *p)
+	}
 	return nil
+}
+
+// chunkSizes are the row counts of the prepared multi-row inserts, largest
+// first: a batch is cut greedily into chunks of these sizes, so that a
+// statement runs per chunk, not per row, and a handful of statements
+// serve every batch size.
+var chunkSizes = [...]int{128, 32, 8, 1}
+
+const insertColumns = 9
+
+func insertSQL(rows int) string {
+	return `INSERT INTO messages
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?),", rows), ",")
 }
 
 // Insert stores msgs in one transaction.
@@ -112,23 +199,34 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO messages
-		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("prepare insert: %w", err)
-	}
-	defer stmt.Close()
 	ids := make([]int64, len(msgs))
-	for i, m := range msgs {
-		res, err := stmt.ExecContext(ctx, m.Topic, nonNil(m.Payload), int(m.QoS), m.Retained, m.Duplicate,
-			m.ReceivedAt.UnixMicro(), m.ClientID, int(m.PacketID), m.BatchKey)
+	args := make([]any, 0, chunkSizes[0]*insertColumns)
+	for done := 0; done < len(msgs); {
+		k := 0
+		for chunkSizes[k] > len(msgs)-done {
+			k++
+		}
+		n := chunkSizes[k]
+		args = args[:0]
+		for _, m := range msgs[done : done+n] {
+			args = append(args, m.Topic, nonNil(m.Payload), int64(m.QoS), m.Retained, m.Duplicate,
+				m.ReceivedAt.UnixMicro(), m.ClientID, int64(m.PacketID), m.BatchKey)
+		}
+		res, err := tx.StmtContext(ctx, s.inserts[k]).ExecContext(ctx, args...)
 		if err != nil {
-			return fmt.Errorf("insert %s: %w", m.Topic, err)
+			return fmt.Errorf("insert %d messages: %w", n, err)
 		}
-		if ids[i], err = res.LastInsertId(); err != nil {
-			return fmt.Errorf("insert %s: %w", m.Topic, err)
+		last, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("insert %d messages: %w", n, err)
 		}
+		// One statement on the only writer: its rows take consecutive
+		// ids (AUTOINCREMENT gives each the largest id so far plus one),
+		// and the last one is last_insert_rowid().
+		for j := range n {
+			ids[done+j] = last - int64(n-1-j)
+		}
+		done += n
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -173,26 +271,31 @@ func scan(row scanner) (store.Message, error) {
 	return m, nil
 }
 
+// maxExpand is the most topic names a wildcard filter is expanded to. Up
+// to it, List reads the newest ids of each name through messages_topic_id
+// (at most Limit index entries a name) and merges them; above it, so many
+// topics match that walking all rows newest first meets Limit matches
+// soon.
+const maxExpand = 200
+
 // List returns messages matching q, newest first.
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
-	var where []string
-	var args []any
-	switch {
-	case q.Filter == "":
-	case !strings.ContainsAny(q.Filter, "+#"):
-		where, args = append(where, "topic = ?"), append(args, q.Filter)
-	default:
-		// The range lets the topic index narrow the scan; the function
-		// decides exactly.
-		lo, hi, ok := topic.Range(topic.Prefix(q.Filter))
-		if lo != "" {
-			where, args = append(where, "topic >= ?"), append(args, lo)
-		}
-		if ok {
-			where, args = append(where, "topic < ?"), append(args, hi)
-		}
-		where, args = append(where, matchFunc+"(?, topic)"), append(args, q.Filter)
+	if q.Filter == "" || !strings.ContainsAny(q.Filter, "+#") {
+		return s.listWhere(ctx, q, nil)
 	}
+	names, ok, err := s.topics.expand(ctx, s.r, q.Filter)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	if !ok {
+		return s.listWhere(ctx, q, []string{matchFunc + "(?, topic)"}, q.Filter)
+	}
+	return s.listTopics(ctx, q, names)
+}
+
+// conditions are q's time and cursor bounds as SQL, after extra.
+func conditions(q store.Query, extra []string, args ...any) ([]string, []any) {
+	where := extra
 	if !q.Since.IsZero() {
 		where, args = append(where, "received_at >= ?"), append(args, q.Since.UnixMicro())
 	}
@@ -202,13 +305,108 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	if q.Before > 0 {
 		where, args = append(where, "id <= ?"), append(args, q.Before)
 	}
+	return where, args
+}
+
+// listWhere reads q newest first by id: for an exact filter through
+// messages_topic_id, else by walking ids down and testing each row with
+// extra.
+func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, args ...any) ([]store.Message, error) {
+	if q.Filter != "" && extra == nil {
+		extra, args = []string{"topic = ?"}, []any{q.Filter}
+	}
+	where, args := conditions(q, extra, args...)
 	query := "SELECT " + columns + " FROM messages"
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += " ORDER BY id DESC LIMIT ?"
-	args = append(args, q.Limit)
+	return s.query(ctx, query, append(args, q.Limit)...)
+}
+
+// listTopics reads the newest q.Limit ids of each name, keeps the newest
+// q.Limit of them all, and reads those rows: one statement, so that only
+// the rows shown leave SQLite.
+func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) ([]store.Message, error) {
+	if len(names) == 0 {
+		return []store.Message{}, nil
+	}
+	where, condArgs := conditions(q, []string{"topic = ?"}, "")
+	arm := "SELECT id FROM (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") + " ORDER BY id DESC LIMIT " + strconv.Itoa(q.Limit) + ")"
+	args := make([]any, 0, len(names)*(len(condArgs)+1)+1)
+	for _, name := range names {
+		condArgs[0] = name
+		args = append(args, condArgs...)
+	}
+	query := "SELECT " + columns + " FROM messages WHERE id IN (SELECT id FROM (" +
+		strings.TrimSuffix(strings.Repeat(arm+" UNION ALL ", len(names)), " UNION ALL ") +
+		") ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+	stmt, err := s.stmts.get(ctx, s.r, query)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	return s.queryOn(ctx, stmt, append(args, q.Limit)...)
+}
+
+// stmtCache keeps the prepared statements of listTopics, whose text
+// depends only on the number of names and on which bounds are set:
+// preparing one with many arms costs more than running it.
+type stmtCache struct {
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+// maxCachedStmts bounds the statements kept; past it they start over.
+const maxCachedStmts = 64
+
+func (c *stmtCache) get(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.stmts[query]; ok {
+		return st, nil
+	}
+	if c.stmts == nil || len(c.stmts) >= maxCachedStmts {
+		// A statement in use by a List keeps working until its rows
+		// are closed: database/sql closes it only then.
+		if err := c.closeLocked(); err != nil {
+			return nil, err
+		}
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	c.stmts[query] = st
+	return st, nil
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeLocked()
+}
+
+func (c *stmtCache) closeLocked() error {
+	var errs []error
+	for _, st := range c.stmts {
+		errs = append(errs, st.Close())
+	}
+	c.stmts = nil
+	return errors.Join(errs...)
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) ([]store.Message, error) {
 	rows, err := s.r.QueryContext(ctx, query, args...)
+	return collect(rows, err)
+}
+
+func (s *Store) queryOn(ctx context.Context, stmt *sql.Stmt, args ...any) ([]store.Message, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
+	return collect(rows, err)
+}
+
+func collect(rows *sql.Rows, err error) ([]store.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
@@ -227,6 +425,76 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	return msgs, nil
 }
 
+// topicCache holds the distinct topic names, as of a topics_version, and
+// the expansions of recent filters.
+type topicCache struct {
+	mu       sync.Mutex
+	loaded   bool
+	version  int64
+	names    []string // ascending
+	expanded map[string][]string
+	tooMany  map[string]bool
+}
+
+// maxCachedFilters bounds the expansions kept; past it they start over.
+const maxCachedFilters = 256
+
+// expand returns the known names filter matches, or ok false when there are
+// more than maxExpand.
+func (c *topicCache) expand(ctx context.Context, db *sql.DB, filter string) (names []string, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var version int64
+	if err := db.QueryRowContext(ctx, "SELECT version FROM topics_version").Scan(&version); err != nil {
+		return nil, false, fmt.Errorf("read topics version: %w", err)
+	}
+	if !c.loaded || version != c.version {
+		// Read after the version: the names are at least as new, and a
+		// later change moves the version again.
+		if c.names, err = topicNames(ctx, db); err != nil {
+			return nil, false, err
+		}
+		c.loaded, c.version = true, version
+		c.expanded, c.tooMany = map[string][]string{}, map[string]bool{}
+	}
+	if names, ok := c.expanded[filter]; ok {
+		return names, true, nil
+	}
+	if c.tooMany[filter] {
+		return nil, false, nil
+	}
+	if len(c.expanded)+len(c.tooMany) >= maxCachedFilters {
+		c.expanded, c.tooMany = map[string][]string{}, map[string]bool{}
+	}
+	names, ok = topic.Expand(c.names, filter, maxExpand)
+	if ok {
+		c.expanded[filter] = names
+	} else {
+		c.tooMany[filter] = true
+	}
+	return names, ok, nil
+}
+
+func topicNames(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SELECT name FROM topics ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("read topic names: %w", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("read topic names: %w", err)
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read topic names: %w", err)
+	}
+	return names, nil
+}
+
 // LatestByPacketID finds the newest row of clientID with packetID. It reads
 // through the writer connection so that it sees every committed batch.
 func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error) {
@@ -239,22 +507,26 @@ func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID 
 	if err != nil {
 		return store.Redelivery{}, fmt.Errorf("find packet %d of %s: %w", packetID, clientID, err)
 	}
+	// Forward from the row by id ('+' keeps the planner off the
+	// client_id index, which would visit every row of the client).
 	var later int
 	err = s.w.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM messages
-		WHERE client_id = ? AND id > ? AND qos > 0 LIMIT ?)`, clientID, m.ID, max).Scan(&later)
+		WHERE id > ? AND +client_id = ? AND qos > 0 LIMIT ?)`, m.ID, clientID, max).Scan(&later)
 	if err != nil {
 		return store.Redelivery{}, fmt.Errorf("count messages of %s after %d: %w", clientID, m.ID, err)
 	}
 	return store.Redelivery{Message: m, Later: later}, nil
 }
 
-// BatchIDs returns the ids of the rows stored with key. It reads through the
-// writer connection so that it sees every committed batch.
-func (s *Store) BatchIDs(ctx context.Context, key int64) ([]int64, error) {
+// BatchIDs returns the ids of the rows stored with key, among those received
+// since since (through messages_received_at). It reads through the writer
+// connection so that it sees every committed batch.
+func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error) {
 	if key == 0 {
 		return nil, store.ErrNoBatchKey
 	}
-	rows, err := s.w.QueryContext(ctx, `SELECT id FROM messages WHERE batch_key = ? ORDER BY id`, key)
+	rows, err := s.w.QueryContext(ctx, `SELECT id FROM messages
+		WHERE received_at >= ? AND batch_key = ? ORDER BY id`, since.UnixMicro(), key)
 	if err != nil {
 		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
 	}

@@ -68,8 +68,10 @@ type Store interface {
 	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (Redelivery, error)
 	// BatchIDs returns the ids, ascending, of the rows stored with the
 	// non-zero batch key, or none. As a batch is one transaction, it
-	// finds all of a batch's rows or none of them.
-	BatchIDs(ctx context.Context, key int64) ([]int64, error)
+	// finds all of a batch's rows or none of them. since is no later than
+	// the earliest ReceivedAt of the batch's rows: it bounds the search to
+	// recent rows, so batch keys need no index of their own.
+	BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error)
 	// DeleteBefore deletes at most limit messages received before cutoff,
 	// oldest first, and returns how many it deleted.
 	DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,7 @@ func Run(t *testing.T, o Opener) {
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, o) })
 	t.Run("NewestFirst", func(t *testing.T) { testNewestFirst(t, o) })
 	t.Run("Filter", func(t *testing.T) { testFilter(t, o) })
+	t.Run("ManyTopics", func(t *testing.T) { testManyTopics(t, o) })
 	t.Run("TimeRange", func(t *testing.T) { testTimeRange(t, o) })
 	t.Run("Paging", func(t *testing.T) { testPaging(t, o) })
 	t.Run("LatestByPacketID", func(t *testing.T) { testLatestByPacketID(t, o) })
@@ -205,6 +207,76 @@ func testFilter(t *testing.T, o Opener) {
 	if got := mustList(t, s, store.Query{Filter: "#"}); len(got) != len(all)-1 {
 		t.Errorf("filter #: got %d messages, want %d (all but $SYS)", len(got), len(all)-1)
 	}
+	// A topic first stored after a wildcard query is found by the next one.
+	if got := topics(mustList(t, s, store.Query{Filter: "late/+"})); len(got) != 0 {
+		t.Errorf("late/+ before: got %q, want none", got)
+	}
+	mustInsert(t, s, msg("late/a", time.Minute))
+	if got, want := topics(mustList(t, s, store.Query{Filter: "late/+"})), []string{"late/a"}; !equal(got, want) {
+		t.Errorf("late/+ after insert: got %q, want %q", got, want)
+	}
+}
+
+// testManyTopics queries filters that match many distinct topics (more
+// than a store may expand a filter to) and few, with limits and cursors,
+// against the same rows filtered in Go.
+func testManyTopics(t *testing.T, o Opener) {
+	s := open(t, o)
+	var in []store.Message
+	for i := range 900 {
+		// 300 topics under many/, interleaved with others.
+		in = append(in, msg(fmt.Sprintf("many/%03d/%c", i%300, "xy"[i%2]), time.Duration(i)*time.Millisecond))
+		in = append(in, msg(fmt.Sprintf("other/%d", i%7), time.Duration(i)*time.Millisecond))
+	}
+	mustInsert(t, s, in...)
+	want := func(filter string, before int64, limit int) []int64 {
+		var ids []int64
+		for k := len(in) - 1; k >= 0 && len(ids) < limit; k-- {
+			m := in[k]
+			if (before == 0 || m.ID <= before) && matches(filter, m.Topic) {
+				ids = append(ids, m.ID)
+			}
+		}
+		return ids
+	}
+	mid := in[len(in)/2].ID
+	tests := []struct {
+		filter string
+		before int64
+		limit  int
+	}{
+		{"many/+/x", 0, 10},
+		{"many/+/x", mid, 10},
+		{"many/#", 0, 1000},
+		{"many/+/y", mid, 3},
+		{"many/007/+", 0, 100},
+		{"+/007/x", 0, 2},
+		{"+/+", mid, 20},
+		{"many/+/z", 0, 10},
+	}
+	for _, tt := range tests {
+		var got []int64
+		for _, m := range mustList(t, s, store.Query{Filter: tt.filter, Before: tt.before, Limit: tt.limit}) {
+			got = append(got, m.ID)
+		}
+		if w := want(tt.filter, tt.before, tt.limit); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("filter %q before %d limit %d: got ids %v, want %v", tt.filter, tt.before, tt.limit, got, w)
+		}
+	}
+}
+
+// matches is MQTT matching for the simple names of testManyTopics.
+func matches(filter, name string) bool {
+	f, n := strings.Split(filter, "/"), strings.Split(name, "/")
+	for i, l := range f {
+		if l == "#" {
+			return true
+		}
+		if i >= len(n) || l != "+" && l != n[i] {
+			return false
+		}
+	}
+	return len(f) == len(n)
 }
 
 func testTimeRange(t *testing.T, o Opener) {
@@ -325,7 +397,7 @@ func testBatchIDs(t *testing.T, o Opener) {
 		{"unknown key", 42, nil},
 	}
 	for _, tt := range tests {
-		got, err := s.BatchIDs(ctx, tt.key)
+		got, err := s.BatchIDs(ctx, tt.key, base)
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
@@ -338,7 +410,16 @@ func testBatchIDs(t *testing.T, o Opener) {
 			t.Errorf("%s: got ids %v, want %v", tt.name, got, want)
 		}
 	}
-	if ids, err := s.BatchIDs(ctx, 0); !errors.Is(err, store.ErrNoBatchKey) {
+	// A later batch with its own key, far newer: found from its own time.
+	late := keyed(k1+1, "e", "f")
+	for k := range late {
+		late[k].ReceivedAt = base.Add(time.Hour)
+	}
+	mustInsert(t, s, late...)
+	if got, err := s.BatchIDs(ctx, k1+1, base.Add(time.Hour)); err != nil || fmt.Sprint(got) != fmt.Sprint([]int64{late[0].ID, late[1].ID}) {
+		t.Errorf("batch found from its first arrival: got %v, %v, want [%d %d]", got, err, late[0].ID, late[1].ID)
+	}
+	if ids, err := s.BatchIDs(ctx, 0, base); !errors.Is(err, store.ErrNoBatchKey) {
 		t.Errorf("key 0: got %v, %v, want ErrNoBatchKey", ids, err)
 	}
 }
@@ -373,5 +454,10 @@ func testDeleteBefore(t *testing.T, o Opener) {
 	}
 	if got, want := topics(mustList(t, s, store.Query{Filter: "#"})), []string{"t/9", "t/8", "t/7"}; !equal(got, want) {
 		t.Errorf("after retention: got %v, want %v", got, want)
+	}
+	// A topic whose rows all went is found again once it has a new one.
+	mustInsert(t, s, msg("t/0", time.Hour))
+	if got, want := topics(mustList(t, s, store.Query{Filter: "t/+"})), []string{"t/0", "t/9", "t/8", "t/7"}; !equal(got, want) {
+		t.Errorf("after a deleted topic came back: got %v, want %v", got, want)
 	}
 }
