@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -54,11 +56,15 @@ type Client struct {
 	metrics *metrics
 
 	mu sync.Mutex
+	// conn is the network connection of the latest attempt to connect.
+	conn *conn
 	// lost is closed when the current connection drops, which ends every
 	// wait for an acknowledgement sent on it: with auto reconnect, Paho keeps
 	// such tokens open until a later session resends the message.
 	lost     chan struct{}
 	connects int
+	// timeoutErr is what a publish that timed out returns.
+	timeoutErr error
 	// lastFailWarn rate-limits the warning for failed connection attempts,
 	// which come every second or so while the broker is away.
 	lastFailWarn time.Time
@@ -72,7 +78,8 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{log: log, opts: o, metrics: m, lost: closedChan()}
+	c := &Client{log: log, opts: o, metrics: m, lost: closedChan(),
+		timeoutErr: fmt.Errorf("%w (PUBLISH_TIMEOUT %s)", ErrTimeout, o.PublishTimeout)}
 
 	po := mqtt.NewClientOptions().
 		AddBroker(o.URL).
@@ -94,7 +101,8 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(c.onConnectionLost).
 		SetReconnectingHandler(c.onReconnecting).
-		SetConnectionNotificationHandler(c.onNotification)
+		SetConnectionNotificationHandler(c.onNotification).
+		SetCustomOpenConnectionFn(c.open)
 	if o.TLS != nil {
 		po.SetTLSConfig(o.TLS)
 	}
@@ -105,6 +113,19 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 	c.mqtt.Connect()
 	log.Info("mqtt connecting", "broker", o.URL, "client_id", o.ClientID)
 	return c, nil
+}
+
+// open makes the network connection for a connection attempt.
+func (c *Client) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	nc, err := dial(uri, o)
+	if err != nil {
+		return nil, err
+	}
+	wc := newConn(nc, c.opts.PublishTimeout)
+	c.mu.Lock()
+	c.conn = wc
+	c.mu.Unlock()
+	return wc, nil
 }
 
 func closedChan() chan struct{} {
@@ -185,24 +206,24 @@ func (c *Client) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
 
 // Connected reports whether the connection to the broker is open.
 func (c *Client) Connected() bool {
-	_, ok := c.connection()
+	_, _, ok := c.connection()
 	return ok
 }
 
 // connection returns the current connection's lost channel and whether it
 // is open. Paho's IsConnected is true while it retries, and Publish would
 // then queue the message for later; only an open connection counts here.
-func (c *Client) connection() (<-chan struct{}, bool) {
+func (c *Client) connection() (<-chan struct{}, *conn, bool) {
 	if !c.mqtt.IsConnectionOpen() {
-		return nil, false
+		return nil, nil, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
 	case <-c.lost:
-		return nil, false
+		return nil, nil, false
 	default:
-		return c.lost, true
+		return c.lost, c.conn, true
 	}
 }
 
@@ -220,13 +241,13 @@ func (c *Client) Publish(ctx context.Context, m message.Message) error {
 // error, or nil, per message; a message whose error is ErrNotConnected, or
 // ErrTimeout before it was sent, never left the publisher.
 func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout,
-		fmt.Errorf("%w (PUBLISH_TIMEOUT %s)", ErrTimeout, c.opts.PublishTimeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout, c.timeoutErr)
 	defer cancel()
 
 	type inflight struct {
 		token mqtt.Token
 		lost  <-chan struct{}
+		conn  *conn
 		start time.Time
 	}
 	errs := make([]error, len(msgs))
@@ -236,12 +257,12 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 			errs[i] = context.Cause(ctx)
 			continue
 		}
-		lost, ok := c.connection()
+		lost, conn, ok := c.connection()
 		if !ok {
 			errs[i] = ErrNotConnected
 			continue
 		}
-		sent[i] = inflight{token: c.mqtt.Publish(m.Topic, m.QoS, m.Retain, m.Payload), lost: lost, start: time.Now()}
+		sent[i] = inflight{token: c.mqtt.Publish(m.Topic, m.QoS, m.Retain, m.Payload), lost: lost, conn: conn, start: time.Now()}
 	}
 	for i, s := range sent {
 		if s.token == nil {
@@ -249,6 +270,11 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 			continue
 		}
 		errs[i] = wait(ctx, s.token, s.lost)
+		if errs[i] == nil && msgs[i].QoS == 0 && s.conn != nil {
+			// Paho completes a QoS 0 token once the packet is handed to
+			// the connection; it is complete once written out.
+			errs[i] = s.conn.waitWritten(ctx, s.lost)
+		}
 		if errs[i] != nil {
 			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Topic, errs[i])
 		}
@@ -292,7 +318,7 @@ func (c *Client) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.PublishTimeout)
 	defer cancel()
 	var err error
-	if _, ok := c.connection(); ok {
+	if _, _, ok := c.connection(); ok {
 		t := c.mqtt.Publish(c.opts.StatusTopic, 1, true, statusOffline)
 		select {
 		case <-t.Done():
