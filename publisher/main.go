@@ -101,8 +101,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	newLogger(stdout, cfg.LogFormat, min(logLevel(cfg.LogLevel), slog.LevelInfo)).
 		Info("http server listening", "addr", ln.Addr().String())
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	var pprofSrv *http.Server
+	if cfg.PprofAddr != "" {
+		pln, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("listen on PPROF_ADDR %s: %w", cfg.PprofAddr, err),
+				srv.Close(), mq.Close(stopCtx))
+		}
+		pprofSrv = newPprofServer(log)
+		log.Info("pprof listening", "addr", pln.Addr().String())
+		go func() { serveErr <- pprofSrv.Serve(pln) }()
+	}
 
 	select {
 	case err = <-serveErr:
@@ -115,6 +126,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		err = errors.Join(err, fmt.Errorf("shut down http server: %w", serr))
+	}
+	if pprofSrv != nil {
+		// A profile being taken is cut off: it is no request of the API's.
+		if perr := pprofSrv.Close(); perr != nil {
+			err = errors.Join(err, fmt.Errorf("close pprof server: %w", perr))
+		}
 	}
 	if cerr := mq.Close(sctx); cerr != nil {
 		// Every request has had its answer by now; a broker that cannot

@@ -165,3 +165,51 @@ func TestRunListeningLineAtEveryLevel(t *testing.T) {
 		})
 	}
 }
+
+// PPROF_ADDR serves the profiles on a listener of its own, never on the
+// API's port.
+func TestRunPprof(t *testing.T) {
+	t.Setenv("MQTT_BROKER", "tcp://127.0.0.1:1") // nothing listens there
+	t.Setenv("HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("PPROF_ADDR", "127.0.0.1:0")
+	t.Setenv("LOG_FORMAT", "json")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"publisher"}, &stdout, &stderr) }()
+	api := waitListening(t, &stdout)
+
+	var pprofAddr string
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		var l struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "pprof listening" {
+			pprofAddr = l.Addr
+		}
+	}
+	if pprofAddr == "" {
+		t.Fatalf("no \"pprof listening\" line in\n%s", stdout.String())
+	}
+	tests := []struct {
+		url  string
+		want int
+	}{
+		{"http://" + pprofAddr + "/debug/pprof/cmdline", http.StatusOK},
+		{"http://" + pprofAddr + "/debug/pprof/heap", http.StatusOK},
+		{"http://" + api + "/debug/pprof/cmdline", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		resp, err := http.Get(tt.url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tt.url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET %s = %d, want %d", tt.url, resp.StatusCode, tt.want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run returned %v after cancel, want nil", err)
+	}
+}

@@ -35,6 +35,10 @@ type Config struct {
 	// browsers may call the API; "*" allows any.
 	CORSAllowedOrigins []string `envconfig:"CORS_ALLOWED_ORIGINS"`
 
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own
+	// (never on HTTP_ADDR), e.g. 127.0.0.1:6060.
+	PprofAddr string `envconfig:"PPROF_ADDR"`
+
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 
@@ -101,6 +105,15 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return &Error{Var: "HTTP_ADDR", Msg: fmt.Sprintf("%q is not host:port", c.HTTPAddr)}
+	}
+	if c.PprofAddr != "" {
+		_, port, err := net.SplitHostPort(c.PprofAddr)
+		if err != nil {
+			return &Error{Var: "PPROF_ADDR", Msg: fmt.Sprintf("%q is not host:port", c.PprofAddr)}
+		}
+		if c.PprofAddr == c.HTTPAddr && port != "0" {
+			return &Error{Var: "PPROF_ADDR", Msg: "must not be HTTP_ADDR: profiles are never served on the API's port"}
+		}
 	}
 	if err := c.validateCORS(); err != nil {
 		return err

@@ -15,7 +15,7 @@ var vars = []string{
 	"MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS",
 	"MQTT_STATUS_TOPIC", "HTTP_ADDR", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT",
 	"LOG_LEVEL", "PUBLISH_TIMEOUT", "MAX_MESSAGE_BYTES", "MAX_BATCH_BYTES",
-	"API_TOKEN", "SHUTDOWN_TIMEOUT",
+	"API_TOKEN", "SHUTDOWN_TIMEOUT", "PPROF_ADDR",
 }
 
 func setEnv(t *testing.T, env map[string]string) {
@@ -54,6 +54,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"APIToken", c.APIToken, ""},
 		{"CORSAllowedOrigins", len(c.CORSAllowedOrigins), 0},
 		{"TLS", c.TLS == nil, true},
+		{"PprofAddr", c.PprofAddr, ""},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -125,6 +126,8 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"MQTT_STATUS_TOPIC": "$SYS/me"}, "MQTT_STATUS_TOPIC"},
 		{map[string]string{"HTTP_ADDR": "8080"}, "HTTP_ADDR"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": ":8080"}, "PPROF_ADDR"},
 		{map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "console.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://console.example/app"}, "CORS_ALLOWED_ORIGINS"},
