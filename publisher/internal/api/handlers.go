@@ -150,15 +150,31 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength > limit {
 		return nil, tooLargef("body is %d bytes, more than the limit of %d", r.ContentLength, limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, tooLargef("body is more than the limit of %d bytes", limit)
-		}
-		return nil, badRequestf("read body: %v", err)
+	// Sized by the declared length (one more byte to see the end), so that
+	// the usual body is read into one allocation.
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1
 	}
-	return body, nil
+	body := make([]byte, 0, size)
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	for {
+		if len(body) == cap(body) {
+			body = append(body, 0)[:len(body)]
+		}
+		n, err := rd.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			return body, nil
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, tooLargef("body is more than the limit of %d bytes", limit)
+			}
+			return nil, badRequestf("read body: %v", err)
+		}
+	}
 }
 
 // checkContentType accepts no Content-Type (read as JSON), application/json

@@ -1,7 +1,7 @@
 package api
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -57,19 +57,41 @@ func writeProblem(log *slog.Logger, w http.ResponseWriter, r *http.Request, p pr
 	writeJSON(log, w, "application/problem+json", p.Status, p)
 }
 
+// Header values shared by every answer; net/http only reads them.
+var (
+	headerNosniff     = []string{"nosniff"}
+	headerJSON        = []string{"application/json"}
+	headerProblemJSON = []string{"application/problem+json"}
+)
+
 func writeJSON(log *slog.Logger, w http.ResponseWriter, contentType string, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
+	buf := buffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // a large batch's buffer is not kept
+			buf.Reset()
+			buffers.Put(buf)
+		}
+	}()
+	if err := marshal(buf, v); err != nil {
 		// Only a programming error gets here: every value written is plain data.
 		log.Error("encode response", "error", err)
 		status = http.StatusInternalServerError
 		contentType = "application/problem+json"
-		body = []byte(`{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"internal error; the publisher's log has the cause"}`)
+		buf.Reset()
+		buf.WriteString(`{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"internal error; the publisher's log has the cause"}` + "\n")
 	}
-	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	h := w.Header()
+	switch contentType {
+	case "application/json":
+		h["Content-Type"] = headerJSON
+	case "application/problem+json":
+		h["Content-Type"] = headerProblemJSON
+	default:
+		h.Set("Content-Type", contentType)
+	}
+	h["X-Content-Type-Options"] = headerNosniff
 	w.WriteHeader(status)
-	if _, err := w.Write(append(body, '\n')); err != nil {
+	if _, err := w.Write(buf.Bytes()); err != nil {
 		log.Debug("write response", "error", err)
 	}
 }
