@@ -241,8 +241,10 @@ func (c *Client) Publish(ctx context.Context, m message.Message) error {
 // error, or nil, per message; a message whose error is ErrNotConnected, or
 // ErrTimeout before it was sent, never left the publisher.
 func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.PublishTimeout, c.timeoutErr)
-	defer cancel()
+	// A timer rather than a context with a deadline: a derived context
+	// registers with the request's and cost a few per cent of a publish.
+	d := deadline{ctx: ctx, timer: time.NewTimer(c.opts.PublishTimeout), err: c.timeoutErr}
+	defer d.timer.Stop()
 
 	type inflight struct {
 		token mqtt.Token
@@ -253,8 +255,8 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 	errs := make([]error, len(msgs))
 	sent := make([]inflight, len(msgs))
 	for i, m := range msgs {
-		if ctx.Err() != nil {
-			errs[i] = context.Cause(ctx)
+		if err := d.check(); err != nil {
+			errs[i] = err
 			continue
 		}
 		lost, conn, ok := c.connection()
@@ -269,11 +271,11 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 			c.metrics.observe(msgs[i].QoS, errs[i], 0)
 			continue
 		}
-		errs[i] = wait(ctx, s.token, s.lost)
+		errs[i] = wait(&d, s.token, s.lost)
 		if errs[i] == nil && msgs[i].QoS == 0 && s.conn != nil {
 			// Paho completes a QoS 0 token once the packet is handed to
 			// the connection; it is complete once written out.
-			errs[i] = s.conn.waitWritten(ctx, s.lost)
+			errs[i] = s.conn.waitWritten(&d, s.lost)
 		}
 		if errs[i] != nil {
 			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Topic, errs[i])
@@ -283,17 +285,60 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 	return errs
 }
 
-func wait(ctx context.Context, t mqtt.Token, lost <-chan struct{}) error {
+// deadline ends a wait when the publish timeout passes (err) or the
+// request's context ends (its cause).
+type deadline struct {
+	ctx     context.Context
+	timer   *time.Timer
+	err     error
+	expired bool
+}
+
+// check returns the reason the wait is over, or nil.
+func (d *deadline) check() error {
+	if d.expired {
+		return d.err
+	}
+	if err := d.ctx.Err(); err != nil {
+		return context.Cause(d.ctx)
+	}
 	select {
-	case <-t.Done():
+	case <-d.timer.C:
+		d.expired = true
+		return d.err
+	default:
+		return nil
+	}
+}
+
+// wait blocks until ch is closed (true) or the deadline passes (false).
+func (d *deadline) wait(ch <-chan struct{}, lost <-chan struct{}) (done bool, err error) {
+	if d.expired {
+		return false, d.err
+	}
+	select {
+	case <-ch:
+		return true, nil
 	case <-lost:
-		return ErrConnectionLost
-	case <-ctx.Done():
+		return false, ErrConnectionLost
+	case <-d.ctx.Done():
+		return false, context.Cause(d.ctx)
+	case <-d.timer.C:
+		d.expired = true
+		return false, d.err
+	}
+}
+
+func wait(d *deadline, t mqtt.Token, lost <-chan struct{}) error {
+	if _, err := d.wait(t.Done(), lost); err != nil {
+		if errors.Is(err, ErrConnectionLost) {
+			return err
+		}
 		// A token that completed meanwhile still counts.
 		select {
 		case <-t.Done():
 		default:
-			return context.Cause(ctx)
+			return err
 		}
 	}
 	if err := t.Error(); err != nil {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -169,12 +168,12 @@ func (c *conn) flush(timeout time.Duration) bool {
 }
 
 // waitWritten waits until everything given to Write so far has been
-// written out, the write has failed, lost is closed or ctx ends.
-func (c *conn) waitWritten(ctx context.Context, lost <-chan struct{}) error {
+// written out, the write has failed, lost is closed or d passes.
+func (c *conn) waitWritten(d *deadline, lost <-chan struct{}) error {
 	c.mu.Lock()
 	target := c.queued
 	for {
-		if c.err != nil {
+		if c.err != nil || c.closed && c.written < target {
 			c.mu.Unlock()
 			return ErrConnectionLost
 		}
@@ -182,18 +181,10 @@ func (c *conn) waitWritten(ctx context.Context, lost <-chan struct{}) error {
 			c.mu.Unlock()
 			return nil
 		}
-		if c.closed {
-			c.mu.Unlock()
-			return ErrConnectionLost
-		}
 		ch := c.flushed
 		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-lost:
-			return ErrConnectionLost
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		if _, err := d.wait(ch, lost); err != nil {
+			return err
 		}
 		c.mu.Lock()
 	}

@@ -52,7 +52,7 @@ func TestConnWritesInOrderAndFlushesOnClose(t *testing.T) {
 			t.Fatalf("Write #%d = %d, %v; want %d, nil", i, n, err, len(p))
 		}
 	}
-	if err := c.waitWritten(t.Context(), nil); err != nil {
+	if err := c.waitWritten(testDeadline(t, t.Context()), nil); err != nil {
 		t.Fatalf("waitWritten = %v, want nil", err)
 	}
 	c.mu.Lock()
@@ -116,7 +116,7 @@ func TestConnWriteFailure(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if err := c.waitWritten(ctx, nil); !errors.Is(err, ErrConnectionLost) {
+	if err := c.waitWritten(testDeadline(t, ctx), nil); !errors.Is(err, ErrConnectionLost) {
 		t.Errorf("waitWritten = %v, want ErrConnectionLost", err)
 	}
 	if _, err := c.Write([]byte{4}); err == nil {
@@ -147,7 +147,7 @@ func TestConnStalledPeer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	if err := c.waitWritten(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if err := c.waitWritten(testDeadline(t, ctx), nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("waitWritten = %v, want the context's deadline", err)
 	}
 	done := make(chan error, 1)
@@ -157,4 +157,11 @@ func TestConnStalledPeer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close waited for the write timeout (1 minute)")
 	}
+}
+
+// testDeadline is a publish deadline that only ctx ends.
+func testDeadline(t *testing.T, ctx context.Context) *deadline {
+	d := &deadline{ctx: ctx, timer: time.NewTimer(time.Hour), err: ErrTimeout}
+	t.Cleanup(func() { d.timer.Stop() })
+	return d
 }
