@@ -56,6 +56,7 @@ type Store struct {
 	stopCheckpoints context.CancelFunc
 	checkpoints     sync.WaitGroup
 	checkpointErr   atomic.Pointer[error] // the last checkpoint's error, nil after a success
+	walFrames       atomic.Int64          // the WAL's length at the last passive checkpoint
 }
 
 var _ store.Store = (*Store)(nil)
@@ -123,19 +124,21 @@ func (s *Store) Close() error {
 }
 
 // Checkpoint pacing: a passive checkpoint every checkpointEvery copies the
-// WAL into the database file beside the writer, which it never blocks. A
-// passive checkpoint cannot catch a writer that never pauses, so once the
-// WAL holds more than walRestartPages a restarting checkpoint waits for the
-// writer's current commit and lets the next one start the WAL afresh.
+// WAL into the database file beside the writer, which it never blocks. It
+// cannot let the WAL start over while the writer never pauses (a drain of a
+// long queue), so once the WAL holds more than walRestartFrames the writer
+// itself, right after a commit, runs a restarting checkpoint: it copies
+// what the passive ones have not, and the next commit starts the WAL at its
+// beginning. That keeps the WAL (and the work of Close) bounded.
 const (
-	checkpointEvery = time.Second
-	walRestartPages = 16384 // 64 MiB of 4 KiB pages
+	checkpointEvery  = 250 * time.Millisecond
+	walRestartFrames = 8192 // 32 MiB of 4 KiB pages
 )
 
-// checkpoint runs WAL checkpoints on a reader connection until ctx ends.
-// (SQLite checkpoints once more when Close closes the last connection.) A
-// failed checkpoint only leaves the WAL longer; Ping reports it until one
-// succeeds.
+// checkpoint runs passive WAL checkpoints on a reader connection until ctx
+// ends. (SQLite checkpoints once more when Close closes the last
+// connection.) A failed checkpoint only leaves the WAL longer; Ping
+// reports it until one succeeds.
 func (s *Store) checkpoint(ctx context.Context) {
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()
@@ -147,9 +150,6 @@ func (s *Store) checkpoint(ctx context.Context) {
 		}
 		var busy, frames, copied int
 		err := s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
-		if err == nil && frames > walRestartPages {
-			err = s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
-		}
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -158,7 +158,26 @@ func (s *Store) checkpoint(ctx context.Context) {
 			s.checkpointErr.Store(&err)
 		default:
 			s.checkpointErr.Store(nil)
+			s.walFrames.Store(int64(frames))
 		}
+	}
+}
+
+// restartWAL runs on the writer after a commit when the WAL has grown past
+// walRestartFrames. The commit stands whatever happens here.
+func (s *Store) restartWAL(ctx context.Context) {
+	if s.walFrames.Load() <= walRestartFrames {
+		return
+	}
+	var busy, frames, copied int
+	err := s.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
+	if err != nil {
+		err = fmt.Errorf("checkpoint wal: %w", err)
+		s.checkpointErr.Store(&err)
+		return
+	}
+	if busy == 0 {
+		s.walFrames.Store(0)
 	}
 }
 
@@ -237,6 +256,7 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 	for i := range msgs {
 		msgs[i].ID = ids[i]
 	}
+	s.restartWAL(ctx)
 	return nil
 }
 
