@@ -57,6 +57,7 @@ type Store struct {
 	checkpoints     sync.WaitGroup
 	checkpointErr   atomic.Pointer[error] // the last checkpoint's error, nil after a success
 	walFrames       atomic.Int64          // the WAL's length at the last passive checkpoint
+	checkpointing   sync.Mutex            // held while a checkpoint runs
 }
 
 var _ store.Store = (*Store)(nil)
@@ -149,7 +150,9 @@ func (s *Store) checkpoint(ctx context.Context) {
 		case <-t.C:
 		}
 		var busy, frames, copied int
+		s.checkpointing.Lock()
 		err := s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+		s.checkpointing.Unlock()
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -169,6 +172,12 @@ func (s *Store) restartWAL(ctx context.Context) {
 	if s.walFrames.Load() <= walRestartFrames {
 		return
 	}
+	// Not while a passive checkpoint runs: SQLite would make the writer
+	// wait for it in the busy handler's sleeps. The next commit tries again.
+	if !s.checkpointing.TryLock() {
+		return
+	}
+	defer s.checkpointing.Unlock()
 	var busy, frames, copied int
 	err := s.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
 	if err != nil {
