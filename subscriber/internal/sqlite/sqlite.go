@@ -315,9 +315,12 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	if q.Filter == "" || !strings.ContainsAny(q.Filter, "+#") {
 		return s.listWhere(ctx, q, nil)
 	}
-	names, ok, err := s.topics.expand(ctx, s.r, q.Filter)
-	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
+	names, ok := []string(nil), false
+	if q.Filter != "#" { // matches nearly every row: the walk is best
+		var err error
+		if names, ok, err = s.topics.expand(ctx, s.r, q.Filter); err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
+		}
 	}
 	if !ok {
 		return s.listWhere(ctx, q, []string{matchFunc + "(?, topic)"}, q.Filter)
