@@ -110,6 +110,17 @@ func (c *Config) validate() error {
 	default:
 		return bad("MQTT_BROKER", "%q: scheme must be tcp, ssl or ws", c.Broker)
 	}
+	// The MQTT ports are the default, as in the publisher; a websocket URL
+	// keeps the HTTP ones.
+	if u.Port() == "" {
+		switch u.Scheme {
+		case "tcp", "mqtt":
+			u.Host = net.JoinHostPort(u.Hostname(), "1883")
+		case "ssl", "tls", "mqtts":
+			u.Host = net.JoinHostPort(u.Hostname(), "8883")
+		}
+		c.Broker = u.String()
+	}
 	// Replicas of one service definition (docker compose --scale) share
 	// their environment; the host name tells their sessions apart.
 	if strings.Contains(c.ClientID, "${HOSTNAME}") {

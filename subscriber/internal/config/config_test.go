@@ -78,6 +78,25 @@ func TestValues(t *testing.T) {
 	}
 }
 
+func TestBrokerDefaultPort(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"tcp://broker", "tcp://broker:1883"},
+		{"ssl://broker", "ssl://broker:8883"},
+		{"tcp://broker:1884", "tcp://broker:1884"},
+		{"ws://broker/mqtt", "ws://broker/mqtt"},
+	}
+	for _, tt := range tests {
+		setenv(t, map[string]string{"MQTT_BROKER": tt.in})
+		c, err := Load()
+		if err != nil {
+			t.Fatalf("Load with MQTT_BROKER=%s: %v", tt.in, err)
+		}
+		if c.Broker != tt.want {
+			t.Errorf("MQTT_BROKER=%s: broker %q, want %q", tt.in, c.Broker, tt.want)
+		}
+	}
+}
+
 func TestClientIDHostname(t *testing.T) {
 	host, err := os.Hostname()
 	if err != nil {
