@@ -1,6 +1,6 @@
 # The project's commands. `make test` is what CI runs (through .ci/run).
 SERVICES := publisher subscriber
-MODULES  := $(SERVICES) e2e bench
+MODULES  := $(SERVICES) mqttconn e2e bench
 FUZZTIME ?= 5s
 GO       ?= go
 

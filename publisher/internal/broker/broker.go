@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/message"
 )
 
@@ -57,7 +56,7 @@ type Client struct {
 
 	mu sync.Mutex
 	// conn is the network connection of the latest attempt to connect.
-	conn *conn
+	conn *mqttconn.Conn
 	// lost is closed when the current connection drops, which ends every
 	// wait for an acknowledgement sent on it: with auto reconnect, Paho keeps
 	// such tokens open until a later session resends the message.
@@ -102,7 +101,9 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetConnectionLostHandler(c.onConnectionLost).
 		SetReconnectingHandler(c.onReconnecting).
 		SetConnectionNotificationHandler(c.onNotification).
-		SetCustomOpenConnectionFn(c.open)
+		// Buffered reads and coalesced writes, with the publish timeout
+		// for each write(2) (see mqttconn.Conn).
+		SetCustomOpenConnectionFn(mqttconn.Open(o.PublishTimeout, c.opened))
 	if o.TLS != nil {
 		po.SetTLSConfig(o.TLS)
 	}
@@ -115,17 +116,11 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 	return c, nil
 }
 
-// open makes the network connection for a connection attempt.
-func (c *Client) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-	nc, err := dial(uri, o)
-	if err != nil {
-		return nil, err
-	}
-	wc := newConn(nc, c.opts.PublishTimeout)
+// opened records the network connection of a connection attempt.
+func (c *Client) opened(wc *mqttconn.Conn) {
 	c.mu.Lock()
 	c.conn = wc
 	c.mu.Unlock()
-	return wc, nil
 }
 
 func closedChan() chan struct{} {
@@ -213,7 +208,7 @@ func (c *Client) Connected() bool {
 // connection returns the current connection's lost channel and whether it
 // is open. Paho's IsConnected is true while it retries, and Publish would
 // then queue the message for later; only an open connection counts here.
-func (c *Client) connection() (<-chan struct{}, *conn, bool) {
+func (c *Client) connection() (<-chan struct{}, *mqttconn.Conn, bool) {
 	if !c.mqtt.IsConnectionOpen() {
 		return nil, nil, false
 	}
@@ -249,7 +244,7 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 	type inflight struct {
 		token mqtt.Token
 		lost  <-chan struct{}
-		conn  *conn
+		conn  *mqttconn.Conn
 		start time.Time
 	}
 	errs := make([]error, len(msgs))
@@ -275,7 +270,7 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 		if errs[i] == nil && msgs[i].QoS == 0 && s.conn != nil {
 			// Paho completes a QoS 0 token once the packet is handed to
 			// the connection; it is complete once written out.
-			errs[i] = s.conn.waitWritten(&d, s.lost)
+			errs[i] = waitWritten(s.conn, &d, s.lost)
 		}
 		if errs[i] != nil {
 			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Topic, errs[i])
@@ -283,6 +278,24 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 		c.metrics.observe(msgs[i].QoS, errs[i], time.Since(s.start))
 	}
 	return errs
+}
+
+// waitWritten waits until everything given to wc so far has been written
+// out, a write has failed, lost is closed or d passes.
+func waitWritten(wc *mqttconn.Conn, d *deadline, lost <-chan struct{}) error {
+	n := wc.Queued()
+	for {
+		done, next, err := wc.Written(n)
+		switch {
+		case err != nil:
+			return ErrConnectionLost
+		case done:
+			return nil
+		}
+		if _, err := d.wait(next, lost); err != nil {
+			return err
+		}
+	}
 }
 
 // deadline ends a wait when the publish timeout passes (err) or the

@@ -1,4 +1,9 @@
-package broker
+// Package mqttconn is the network connection both services give Eclipse
+// Paho (through SetCustomOpenConnectionFn): reads are buffered and writes
+// are coalesced by one writer goroutine, so that packets sent in a burst,
+// such as a batch of publishes or of acknowledgements, leave in a few
+// write(2) calls instead of one each.
+package mqttconn
 
 import (
 	"bufio"
@@ -19,20 +24,21 @@ import (
 // connection to take it, as a write(2) on a full socket would.
 const maxPending = 4 << 20
 
-// conn is the connection Paho uses, made cheaper per packet. Paho reads a
+// Conn is the connection Paho uses, made cheaper per packet. Paho reads a
 // packet a few bytes at a time (three read(2) calls for a PUBACK) and writes
 // each packet with a write(2) of its own. Here reads go through a buffer,
 // and Write only appends to a buffer that one goroutine writes out: packets
 // that pile up while a write(2) is under way leave together in the next.
-// A QoS 0 publish is complete only once its bytes are written out, which
-// Client waits for with waitWritten.
+// Nothing waits for a timer: the writer writes as soon as anything is
+// pending, so a lone packet leaves at once. A QoS 0 publish is complete only
+// once its bytes are written out, which Queued and Written tell.
 //
 // Write deadlines are the conn's own: every write(2) must finish within
-// timeout (the publish timeout, which Paho also uses as its write timeout),
-// and Paho's SetWriteDeadline calls, made around each packet, are ignored.
+// timeout (the service's Paho write timeout), and Paho's SetWriteDeadline
+// calls, made around each packet, are ignored.
 // A failed write closes the connection, so that Paho's reader fails too and
 // Paho reconnects as it would after its own failed write.
-type conn struct {
+type Conn struct {
 	net.Conn
 	r       *bufio.Reader
 	timeout time.Duration
@@ -52,8 +58,8 @@ type conn struct {
 	closeOnce sync.Once
 }
 
-func newConn(nc net.Conn, timeout time.Duration) *conn {
-	c := &conn{
+func newConn(nc net.Conn, timeout time.Duration) *Conn {
+	c := &Conn{
 		Conn:    nc,
 		r:       bufio.NewReaderSize(nc, 16<<10),
 		timeout: timeout,
@@ -67,9 +73,9 @@ func newConn(nc net.Conn, timeout time.Duration) *conn {
 	return c
 }
 
-func (c *conn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-func (c *conn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	for c.err == nil && !c.closed && len(c.pending) >= maxPending {
 		ch := c.flushed
@@ -97,12 +103,12 @@ func (c *conn) Write(p []byte) (int, error) {
 }
 
 // SetDeadline applies t to reads only; see conn.
-func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // SetWriteDeadline is ignored; see conn.
-func (c *conn) SetWriteDeadline(time.Time) error { return nil }
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
-func (c *conn) writeLoop() {
+func (c *Conn) writeLoop() {
 	defer close(c.exited)
 	for {
 		select {
@@ -121,7 +127,7 @@ func (c *conn) writeLoop() {
 
 // flush writes out everything pending, including what comes meanwhile. It
 // reports false once a write has failed.
-func (c *conn) flush(timeout time.Duration) bool {
+func (c *Conn) flush(timeout time.Duration) bool {
 	for {
 		c.mu.Lock()
 		if c.err != nil {
@@ -156,7 +162,7 @@ func (c *conn) flush(timeout time.Duration) bool {
 		c.mu.Unlock()
 		if err != nil {
 			// Paho's reader fails too, and Paho reconnects. The write's
-			// error is the one Write and waitWritten report.
+			// error is the one Write and Written report.
 			if cerr := c.Conn.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 				c.mu.Lock()
 				c.err = errors.Join(c.err, cerr)
@@ -167,32 +173,36 @@ func (c *conn) flush(timeout time.Duration) bool {
 	}
 }
 
-// waitWritten waits until everything given to Write so far has been
-// written out, the write has failed, lost is closed or d passes.
-func (c *conn) waitWritten(d *deadline, lost <-chan struct{}) error {
+// Queued returns how many bytes have been given to Write so far: the mark
+// to pass to Written to learn when they have all left.
+func (c *Conn) Queued() uint64 {
 	c.mu.Lock()
-	target := c.queued
-	for {
-		if c.err != nil || c.closed && c.written < target {
-			c.mu.Unlock()
-			return ErrConnectionLost
-		}
-		if c.written >= target {
-			c.mu.Unlock()
-			return nil
-		}
-		ch := c.flushed
-		c.mu.Unlock()
-		if _, err := d.wait(ch, lost); err != nil {
-			return err
-		}
-		c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
+// Written reports whether the first n bytes given to Write have been
+// written out (done). If not yet, next is closed when the writer has
+// finished its next write(2) or the Conn is closed: ask again then. err is
+// the failed write's error, or net.ErrClosed when the Conn was closed
+// before the bytes left; it is set whenever a write has failed.
+func (c *Conn) Written(n uint64) (done bool, next <-chan struct{}, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return false, nil, c.err
+	case c.written >= n:
+		return true, nil, nil
+	case c.closed:
+		return false, nil, net.ErrClosed
 	}
+	return false, c.flushed, nil
 }
 
 // Close writes out what is pending (unless a write has failed), then
 // closes the connection.
-func (c *conn) Close() error {
+func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed = true
@@ -208,13 +218,31 @@ func (c *conn) Close() error {
 	})
 	<-c.exited
 	c.mu.Lock()
-	close(c.flushed) // wakes Writes and waitWritten, which see closed
+	close(c.flushed) // wakes Writes and waiters on Written, which see closed
 	c.flushed = make(chan struct{})
 	c.mu.Unlock()
 	if err := c.Conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("close broker connection: %w", err)
 	}
 	return nil
+}
+
+// Open returns the function to give Paho's SetCustomOpenConnectionFn: it
+// dials as Paho would and wraps the connection in a Conn whose every
+// write(2) must finish within timeout. opened, unless nil, is called with
+// each new Conn before Paho uses it.
+func Open(timeout time.Duration, opened func(*Conn)) mqtt.OpenConnectionFunc {
+	return func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+		nc, err := dial(uri, o)
+		if err != nil {
+			return nil, err
+		}
+		c := newConn(nc, timeout)
+		if opened != nil {
+			opened(c)
+		}
+		return c, nil
+	}
 }
 
 // dial opens the network connection as Paho itself would for the schemes

@@ -1,0 +1,13 @@
+module github.com/telemetry-stack/mqtt-stack/mqttconn
+
+go 1.26.0
+
+require (
+	github.com/eclipse/paho.mqtt.golang v1.5.1
+	golang.org/x/net v0.59.0
+)
+
+require (
+	github.com/gorilla/websocket v1.5.3 // indirect
+	golang.org/x/sync v0.17.0 // indirect
+)
