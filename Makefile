@@ -3,7 +3,8 @@ SERVICES := publisher subscriber
 MODULES  := $(SERVICES) mqttconn e2e bench
 # A number of inputs, not a duration: a time-bounded `go test -fuzz` run here
 # now and then ends in "context deadline exceeded" from the fuzzing engine
-# itself, with nothing wrong in the target. FUZZTIME=5m works for a long run.
+# itself, with nothing wrong in the target. For a long local run, a duration
+# (FUZZTIME=5m) is fine: that error then only means the time was up.
 FUZZTIME ?= 50000x
 GO       ?= go
 
