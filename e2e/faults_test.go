@@ -164,11 +164,7 @@ func during(t *testing.T, pub *harness.Service, prefix string, n int, fault func
 // SIGKILL the subscriber again and again during a stream: every message the
 // publisher acknowledged is stored once it is back.
 func TestFaultSubscriberKilled(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	_, sub, pub := startStack(t, nil)
 
 	l := during(t, pub, "kill", 3000, func() {
 		for range 3 {
@@ -186,11 +182,7 @@ func TestFaultSubscriberKilled(t *testing.T) {
 // refuses at once while it is down, and every message it acknowledged is
 // stored.
 func TestFaultBrokerRestarted(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	b, sub, pub := startStack(t, nil)
 
 	l := during(t, pub, "restart", 3000, func() {
 		for range 2 {
@@ -211,11 +203,7 @@ func TestFaultBrokerRestarted(t *testing.T) {
 // to exactly that: a missing message must have been acknowledged within
 // autosave_interval (plus the time a snapshot takes) before a kill.
 func TestFaultBrokerKilled(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	b, sub, pub := startStack(t, nil)
 
 	var kills []time.Time
 	l := during(t, pub, "sigkill", 3000, func() {
@@ -245,11 +233,7 @@ func TestFaultBrokerKilled(t *testing.T) {
 func TestFaultStoreUnavailable(t *testing.T) {
 	db := harness.Postgres(t)
 	proxy := harness.StartProxy(t, "127.0.0.1:5432")
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, map[string]string{"DATABASE_URL": strings.Replace(db, "127.0.0.1:5432", proxy.Addr(), 1)})
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	_, sub, pub := startStack(t, map[string]string{"DATABASE_URL": strings.Replace(db, "127.0.0.1:5432", proxy.Addr(), 1)})
 
 	notReady := 0
 	l := during(t, pub, "store", 2000, func() {

@@ -15,11 +15,7 @@ import (
 // An HTTP publish at each QoS ends up stored, and reads back through a
 // wildcard filter byte for byte, binary payloads included.
 func TestRoundTripQoS(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	_, sub, pub := startStack(t, nil)
 
 	binary := make([]byte, 256)
 	for i := range binary {
@@ -84,11 +80,7 @@ func TestRoundTripRetained(t *testing.T) {
 
 // A batch is published in order and every item is stored.
 func TestRoundTripBatch(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	_, sub, pub := startStack(t, nil)
 
 	var items []map[string]any
 	for i := range 50 {
@@ -136,11 +128,7 @@ func TestRoundTripBatch(t *testing.T) {
 // Paging with the cursor gives every message once, newest first, and ends
 // with a null cursor.
 func TestRoundTripPaging(t *testing.T) {
-	b := harness.StartBroker(t)
-	sub := startSubscriber(t, b, nil)
-	pub := startPublisher(t, b, nil)
-	sub.WaitReady(t, 10*time.Second)
-	pub.WaitReady(t, 10*time.Second)
+	_, sub, pub := startStack(t, nil)
 
 	const n = 25
 	for i := range n {

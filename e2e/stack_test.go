@@ -82,6 +82,18 @@ func startPublisher(tb testing.TB, broker *harness.Broker, env map[string]string
 	return harness.StartService(tb, harness.Publisher(tb), full)
 }
 
+// startStack runs a broker of the test's own, a subscriber (with subEnv) and a
+// publisher, and waits until both services are ready.
+func startStack(tb testing.TB, subEnv map[string]string) (*harness.Broker, *harness.Service, *harness.Service) {
+	tb.Helper()
+	b := harness.StartBroker(tb)
+	sub := startSubscriber(tb, b, subEnv)
+	pub := startPublisher(tb, b, nil)
+	sub.WaitReady(tb, 10*time.Second)
+	pub.WaitReady(tb, 10*time.Second)
+	return b, sub, pub
+}
+
 // list is one GET /messages; query is the raw query string.
 func list(tb testing.TB, sub *harness.Service, query string) page {
 	tb.Helper()
