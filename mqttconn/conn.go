@@ -233,7 +233,7 @@ func (c *Conn) Close() error {
 // each new Conn before Paho uses it.
 func Open(timeout time.Duration, opened func(*Conn)) mqtt.OpenConnectionFunc {
 	return func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-		nc, err := dial(uri, o)
+		nc, err := Dial(uri, o)
 		if err != nil {
 			return nil, err
 		}
@@ -245,10 +245,10 @@ func Open(timeout time.Duration, opened func(*Conn)) mqtt.OpenConnectionFunc {
 	}
 }
 
-// dial opens the network connection as Paho itself would for the schemes
+// Dial opens the network connection as Paho itself would for the schemes
 // the configuration allows (tcp, ssl, ws, wss), proxies from the
 // environment included.
-func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+func Dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	dialer := o.Dialer
 	if dialer == nil {
 		dialer = &net.Dialer{Timeout: o.ConnectTimeout}
