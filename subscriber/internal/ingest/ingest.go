@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"sync"
@@ -20,6 +21,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn"
+
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
@@ -27,14 +30,16 @@ import (
 
 // Store is what ingest needs of a store.
 type Store interface {
-	Insert(ctx context.Context, msgs []store.Message) error
-	LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error)
+	Commit(ctx context.Context, c *store.Commit) error
+	Get(ctx context.Context, id int64) (store.Message, error)
+	LoadSession(ctx context.Context, clientID string) (store.Session, error)
 	BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error)
 }
 
 // Config configures an Ingester.
 type Config struct {
-	Broker      string
+	// Brokers are tried in turn, at each connection attempt.
+	Brokers     []string
 	ClientID    string
 	Username    string
 	Password    string
@@ -60,8 +65,11 @@ type Config struct {
 type arrival struct {
 	msg  store.Message
 	dup  bool   // the DUP flag: the broker says it may have sent this before
-	conn uint64 // the connection it came on (see Ingester.conn)
+	hash uint64 // of topic and payload, for QoS 1 and 2
+	wire *wire  // the connection it came on
+	seq  int64  // its place among that connection's arrivals
 	ack  func()
+	row  int // its index in the rows of the batch that stores it, or -1
 }
 
 // Ingester owns the MQTT client and the writer.
@@ -74,22 +82,27 @@ type Ingester struct {
 	received [3]prometheus.Counter // m.Received by QoS, looked up once
 
 	client   mqtt.Client
-	queue    chan arrival
+	queue    chan *arrival
 	stopping chan struct{} // closed when shutdown begins
+	wakeup   chan struct{} // cap 1: a connection has a release or a confirmation
 
 	mu         sync.Mutex
 	connected  bool
 	subscribed bool
 	generation int // counts connections, so a stale OnConnect cannot mark a newer one subscribed
+	connErr    error
+	wires      map[int64]*wire // connections that may still hold releases or confirmations
+	failWarned time.Time       // the last connection failure logged at WARN
 
-	storeErr atomic.Pointer[error] // the last commit error, nil while commits succeed
+	conns      atomic.Int64         // the last connection number handed out
+	current    atomic.Pointer[wire] // the connection being used (or tried)
+	storeErr   atomic.Pointer[error]
+	resetStore atomic.Bool // the store was set up again: the next commit writes back the whole ledger
 
-	// conn counts connection attempts. It moves on before each dial, so
-	// every arrival of a connection carries that connection's number.
-	conn atomic.Uint64
-	// replay is the writer's state at the start of a connection; only the
-	// goroutine running Run touches it.
-	replay replay
+	// The writer's own; see ledger.
+	ledger       *ledger
+	unsaved      map[int64]int64 // confirmed acknowledgement marks not yet committed
+	unsavedSince time.Time
 }
 
 // New builds the client; nothing connects before Run.
@@ -105,17 +118,22 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	}
 	i := &Ingester{
 		log: log, cfg: cfg, st: st, m: m,
-		queue:    make(chan arrival, cfg.Queue),
+		queue:    make(chan *arrival, cfg.Queue),
 		stopping: make(chan struct{}),
+		wakeup:   make(chan struct{}, 1),
+		wires:    map[int64]*wire{},
+		unsaved:  map[int64]int64{},
 	}
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))
 	}
 	opts := mqtt.NewClientOptions().
-		AddBroker(cfg.Broker).
 		SetClientID(cfg.ClientID).
 		SetUsername(cfg.Username).
 		SetPassword(cfg.Password).
+		// MQTT 3.1.1 only: Paho would otherwise retry a refused
+		// connection as MQTT 3.1, which brokers such as NATS refuse.
+		SetProtocolVersion(4).
 		// A persistent session: the broker keeps our subscriptions and
 		// queues QoS 1 and 2 messages while we are away.
 		SetCleanSession(false).
@@ -134,17 +152,13 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		// its queued messages right after CONNACK, before any SUBSCRIBE.
 		SetDefaultPublishHandler(i.handle).
 		SetOnConnectHandler(i.onConnect).
-		// Called before each dial, unlike OnConnect, which may run after
-		// the new session's first arrivals.
-		SetConnectionAttemptHandler(func(_ *url.URL, tlsCfg *tls.Config) *tls.Config {
-			i.conn.Add(1)
-			return tlsCfg
-		}).
 		SetConnectionLostHandler(i.onConnectionLost).
-		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
-			i.log.Debug("reconnecting to broker", "broker", cfg.Broker)
-		}).
+		SetConnectionNotificationHandler(i.onNotification).
+		SetCustomOpenConnectionFn(i.open).
 		SetWill(cfg.StatusTopic, "offline", 1, true)
+	for _, b := range cfg.Brokers {
+		opts.AddBroker(b)
+	}
 	if cfg.TLS != nil {
 		opts.SetTLSConfig(cfg.TLS)
 	}
@@ -155,9 +169,11 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 // Ready reports why the subscriber cannot take messages, or nil.
 func (i *Ingester) Ready() error {
 	i.mu.Lock()
-	connected, subscribed := i.connected, i.subscribed
+	connected, subscribed, connErr := i.connected, i.subscribed, i.connErr
 	i.mu.Unlock()
 	switch {
+	case !connected && connErr != nil:
+		return fmt.Errorf("not connected to the broker: %w", connErr)
 	case !connected:
 		return errors.New("not connected to the broker")
 	case !subscribed:
@@ -169,11 +185,15 @@ func (i *Ingester) Ready() error {
 	return nil
 }
 
-// Run connects and writes arrivals until ctx ends, then shuts down: it stops
-// taking messages, commits and acknowledges what is queued, publishes
-// offline and disconnects.
+// Run loads what the store knows of the session, connects, and writes
+// arrivals until ctx ends; then it shuts down: it stops taking messages,
+// commits and acknowledges what is queued, publishes offline and
+// disconnects.
 func (i *Ingester) Run(ctx context.Context) error {
-	i.log.Info("connecting to broker", "broker", i.cfg.Broker, "client_id", i.cfg.ClientID)
+	if err := i.load(ctx); err != nil {
+		return err
+	}
+	i.log.Info("connecting to broker", "brokers", i.cfg.Brokers, "client_id", i.cfg.ClientID)
 	// With ConnectRetry the token completes only once connected; the
 	// client keeps trying in the background meanwhile.
 	i.client.Connect()
@@ -181,14 +201,95 @@ func (i *Ingester) Run(ctx context.Context) error {
 	return i.shutdown(pending)
 }
 
+// load reads the session's records, retrying while the store does not
+// answer. A connection whose outcome was never recorded (the process died
+// between CONNECT and CONNACK) may have begun a new broker session: what
+// came before becomes uncertain.
+func (i *Ingester) load(ctx context.Context) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
+		ses, err := i.st.LoadSession(ctx, i.cfg.ClientID)
+		if err == nil && ses.Attempted > ses.Connected {
+			ses.Uncertain = max(ses.Uncertain, ses.Attempted)
+			err = i.st.Commit(ctx, &store.Commit{ClientID: i.cfg.ClientID, Uncertain: ses.Uncertain})
+		}
+		if err == nil {
+			i.ledger = newLedger(ses)
+			i.conns.Store(max(ses.Attempted, ses.Connected))
+			return nil
+		}
+		i.storeErr.Store(&err)
+		i.log.Warn("cannot read the session from the store; retrying", "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("load session: %w", err)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// open is Paho's dialer: it dials, numbers the connection and records the
+// number before the CONNECT goes out, so that a restart knows of every
+// connection that may have changed the broker session.
+func (i *Ingester) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	nc, err := mqttconn.Dial(uri, o)
+	if err != nil {
+		return nil, err
+	}
+	num := i.conns.Add(1)
+	if err := i.record(&store.Commit{ClientID: i.cfg.ClientID, Attempted: num}); err != nil {
+		return nil, errors.Join(fmt.Errorf("record connection %d: %w", num, err), nc.Close())
+	}
+	w := newWire(nc, num, i.connack, i.wake)
+	i.mu.Lock()
+	i.wires[num] = w
+	i.mu.Unlock()
+	i.current.Store(w)
+	return w, nil
+}
+
+// connack records a connection's CONNACK before Paho reads it: whether the
+// broker kept the session (a new one voids every record of the old).
+func (i *Ingester) connack(w *wire, rc byte, present bool) error {
+	c := &store.Commit{ClientID: i.cfg.ClientID, Connected: w.num}
+	if rc == 0 && !present {
+		c.Epoch = w.num
+	}
+	if err := i.record(c); err != nil {
+		return fmt.Errorf("record the session of connection %d: %w", w.num, err)
+	}
+	if rc == 0 {
+		i.log.Info("broker session", "connection", w.num, "session_present", present)
+	}
+	return nil
+}
+
+func (i *Ingester) record(c *store.Commit) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := i.st.Commit(ctx, c)
+	if errors.Is(err, store.ErrReset) {
+		i.resetStore.Store(true)
+		err = i.st.Commit(ctx, c)
+	}
+	return err
+}
+
+func (i *Ingester) wake() {
+	select {
+	case i.wakeup <- struct{}{}:
+	default:
+	}
+}
+
 func (i *Ingester) onConnect(c mqtt.Client) {
 	i.mu.Lock()
 	i.connected = true
+	i.connErr = nil
 	i.generation++
 	gen := i.generation
 	i.mu.Unlock()
 	i.m.Connected.Set(1)
-	i.log.Info("connected to broker", "broker", i.cfg.Broker)
+	i.log.Info("connected to broker", "brokers", i.cfg.Brokers)
 
 	filters := make(map[string]byte, len(i.cfg.Filters))
 	for _, f := range i.cfg.Filters {
@@ -203,7 +304,7 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 			break
 		}
 		i.log.Error("subscribe failed", "filters", keys(filters), "attempt", attempt, "err", err)
-		if !i.current(gen) {
+		if !i.live(gen) {
 			return
 		}
 		select {
@@ -211,7 +312,7 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 			return
 		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
 		}
-		if !i.current(gen) {
+		if !i.live(gen) {
 			return
 		}
 	}
@@ -227,8 +328,8 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 	}
 }
 
-// current reports whether the connection gen is still the live one.
-func (i *Ingester) current(gen int) bool {
+// live reports whether the connection gen is still the live one.
+func (i *Ingester) live(gen int) bool {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	return i.generation == gen && i.connected
@@ -265,10 +366,39 @@ func keys(m map[string]byte) []string {
 func (i *Ingester) onConnectionLost(_ mqtt.Client, err error) {
 	i.mu.Lock()
 	i.connected, i.subscribed = false, false
+	i.connErr = fmt.Errorf("connection lost: %w", err)
 	i.mu.Unlock()
 	i.m.Connected.Set(0)
 	i.m.Subscribed.Set(0)
-	i.log.Warn("connection to broker lost", "broker", i.cfg.Broker, "err", err)
+	i.log.Warn("connection to broker lost", "err", err)
+}
+
+// onNotification says why connection attempts fail (a wrong password, an
+// untrusted certificate, a port that does not speak MQTT): at WARN once
+// every 30 seconds, at DEBUG in between, and on /readyz.
+func (i *Ingester) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
+	var err error
+	broker := ""
+	switch n := n.(type) {
+	case mqtt.ConnectionNotificationBrokerFailed:
+		err, broker = n.Reason, n.Broker.String()
+	case mqtt.ConnectionNotificationFailed:
+		err = n.Reason
+	default:
+		return
+	}
+	i.mu.Lock()
+	i.connErr = err
+	warn := time.Since(i.failWarned) >= 30*time.Second
+	if warn {
+		i.failWarned = time.Now()
+	}
+	i.mu.Unlock()
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	i.log.Log(context.Background(), level, "connection attempt failed", "broker", broker, "err", err)
 }
 
 func (i *Ingester) publishStatus(status string, timeout time.Duration) error {
@@ -301,14 +431,21 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 	if msg.Duplicate() {
 		i.m.Redeliveries.Inc()
 	}
-	a := arrival{
+	// Paho ends a connection's deliveries before it dials the next: the
+	// current connection is the one this message came on.
+	w := i.current.Load()
+	a := &arrival{
 		msg: store.Message{
 			Topic: msg.Topic(), Payload: payload, QoS: msg.Qos(), Retained: msg.Retained(),
 			ReceivedAt: now, ClientID: i.cfg.ClientID, PacketID: msg.MessageID(),
 		},
 		dup:  msg.Duplicate(),
-		conn: i.conn.Load(),
+		wire: w,
+		seq:  w.seq.Add(1),
 		ack:  msg.Ack,
+	}
+	if a.msg.QoS > 0 {
+		a.hash = contentHash(a.msg.Topic, payload)
 	}
 	select {
 	case <-i.stopping:

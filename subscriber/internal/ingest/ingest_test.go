@@ -3,13 +3,14 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"database/sql"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,24 +47,29 @@ func TestLogPayload(t *testing.T) {
 }
 
 // flakyStore is a real SQLite store whose commits can be made to fail:
-// before anything is written (failing, failNext) or after the commit, as
-// when the connection drops during COMMIT (loseNext).
+// before anything is written (failing, failNext), after the commit, as
+// when the connection drops during COMMIT (loseNext), or as a store that
+// was set up again (resetNext).
 type flakyStore struct {
 	*sqlite.Store
-	failing  atomic.Bool
-	failNext atomic.Int32
-	loseNext atomic.Int32
-	lookups  atomic.Int32 // LatestByPacketID calls
+	path      string
+	failing   atomic.Bool
+	failNext  atomic.Int32
+	loseNext  atomic.Int32
+	resetNext atomic.Int32
 }
 
-func (f *flakyStore) Insert(ctx context.Context, msgs []store.Message) error {
+func (f *flakyStore) Commit(ctx context.Context, c *store.Commit) error {
 	if f.failing.Load() || f.failNext.Add(-1) >= 0 {
 		return errors.New("disk on fire")
 	}
-	if err := f.Store.Insert(ctx, msgs); err != nil {
+	if f.resetNext.Add(-1) >= 0 {
+		return store.ErrReset
+	}
+	if err := f.Store.Commit(ctx, c); err != nil {
 		return err
 	}
-	if f.loseNext.Add(-1) >= 0 {
+	if len(c.Messages) > 0 && f.loseNext.Add(-1) >= 0 {
 		return errors.New("connection lost during commit")
 	}
 	return nil
@@ -76,46 +82,89 @@ func (f *flakyStore) BatchIDs(ctx context.Context, key int64, since time.Time) (
 	return f.Store.BatchIDs(ctx, key, since)
 }
 
-func (f *flakyStore) LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error) {
-	f.lookups.Add(1)
-	return f.Store.LatestByPacketID(ctx, clientID, packetID, max)
-}
-
 func newTestIngester(t *testing.T) (*Ingester, *flakyStore, *metrics.Metrics) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	path := filepath.Join(t.TempDir(), "m.db")
+	st, err := sqlite.Open(context.Background(), path)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	fs := &flakyStore{Store: st}
+	fs := &flakyStore{Store: st, path: path}
 	m := metrics.New(prometheus.NewRegistry())
 	i := New(slog.New(slog.NewTextHandler(io.Discard, nil)), Config{
-		Broker: "tcp://127.0.0.1:1", ClientID: "sub", QoS: 1, Filters: []string{"#"}, StatusTopic: "s",
+		Brokers: []string{"tcp://127.0.0.1:1"}, ClientID: "sub", QoS: 1, Filters: []string{"#"}, StatusTopic: "s",
 	}, fs, m)
+	if err := i.load(context.Background()); err != nil {
+		t.Fatalf("load: %v", err)
+	}
 	return i, fs, m
+}
+
+// peer is the broker's end of a test wire: it records what the wire
+// writes and can answer PINGREQs.
+type peer struct {
+	conn net.Conn
+	mu   sync.Mutex
+	got  []byte
+}
+
+func (p *peer) bytes() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]byte(nil), p.got...)
+}
+
+// testWire is a wire numbered num over an in-memory connection whose
+// other end is returned; present is its CONNACK's session-present flag.
+func testWire(t *testing.T, i *Ingester, num int64, present bool) (*wire, *peer) {
+	t.Helper()
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	wake := func() {}
+	if i != nil {
+		wake = i.wake
+	}
+	w := newWire(a, num, func(*wire, byte, bool) error { return nil }, wake)
+	w.present.Store(present)
+	p := &peer{conn: b}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := b.Read(buf)
+			p.mu.Lock()
+			p.got = append(p.got, buf[:n]...)
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	if i != nil {
+		i.mu.Lock()
+		i.wires[num] = w
+		i.mu.Unlock()
+		i.current.Store(w)
+		i.conns.Store(max(i.conns.Load(), num))
+	}
+	return w, p
 }
 
 type acks struct{ n atomic.Int32 }
 
-func (a *acks) arrival(topic, payload string, packetID uint16, dup bool) arrival {
-	return arrival{
+// arrival makes a QoS 1 arrival on w with its next seq.
+func (c *acks) arrival(w *wire, topic, payload string, packetID uint16, dup bool) *arrival {
+	return &arrival{
 		msg: store.Message{Topic: topic, Payload: []byte(payload), QoS: 1, ReceivedAt: time.Now(),
 			ClientID: "sub", PacketID: packetID},
-		dup: dup,
-		ack: func() { a.n.Add(1) },
+		dup: dup, wire: w, seq: w.seq.Add(1), hash: contentHash(topic, []byte(payload)),
+		ack: func() { c.n.Add(1) },
 	}
 }
 
-// on sets the connection the arrivals came on.
-func on(conn uint64, arrivals ...arrival) []arrival {
-	for k := range arrivals {
-		arrivals[k].conn = conn
-	}
-	return arrivals
-}
+func qos2(a *arrival) *arrival { a.msg.QoS = 2; return a }
 
-func mustCommit(t *testing.T, i *Ingester, arrivals ...arrival) {
+func mustCommit(t *testing.T, i *Ingester, arrivals ...*arrival) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -133,59 +182,232 @@ func stored(t *testing.T, fs *flakyStore) []store.Message {
 	return msgs
 }
 
-func TestRedeliveryOfStoredMessageIsAckedNotStored(t *testing.T) {
-	i, fs, m := newTestIngester(t)
-	var a acks
-	mustCommit(t, i, a.arrival("t", "21.5", 7, false), a.arrival("t", "22", 8, false))
-	// After a reconnect the broker resends 7 and 8 (their PUBACKs were
-	// lost), and a new message that reuses nothing.
-	redelivered := []arrival{
-		a.arrival("t", "21.5", 7, true),
-		a.arrival("t", "22", 8, true),
-		a.arrival("t", "new", 9, true), // DUP, but its first delivery never reached us
-		a.arrival("t", "new", 9, true), // and its second copy in the same batch
+// TestVerdicts pins the rules of docs/delivery.md, one case each: the
+// record the ledger holds for the packet id, and the arrival.
+func TestVerdicts(t *testing.T) {
+	const old, cur = 4, 5 // connection numbers: an ended one and the current one
+	stored := map[int64]store.Message{
+		10: {ID: 10, Topic: "t", Payload: []byte("x")},
 	}
-	mustCommit(t, i, redelivered...)
-	got := stored(t, fs)
-	if len(got) != 3 {
-		t.Fatalf("stored %d rows, want 3: %+v", len(got), got)
-	}
-	for _, r := range got {
-		if r.Duplicate {
-			t.Errorf("row %d (%s) marked duplicate", r.ID, r.Payload)
+	get := func(_ context.Context, id int64) (store.Message, error) {
+		if m, ok := stored[id]; ok {
+			return m, nil
 		}
+		return store.Message{}, store.ErrNotFound
 	}
-	if a.n.Load() != 6 {
-		t.Errorf("acked %d, want all 6", a.n.Load())
+	rec := func(qos byte, conn, seq int64, live, ackSent, pending bool) *record {
+		return &record{live: live, ackSent: ackSent, Delivery: store.Delivery{
+			PacketID: 7, QoS: qos, Conn: conn, Seq: seq, MessageID: 10, Hash: contentHash("t", []byte("x")), Pending: pending}}
 	}
-	if got := testutil.ToFloat64(m.DuplicatesDropped); got != 3 {
-		t.Errorf("duplicates dropped = %v, want 3", got)
+	tests := []struct {
+		name      string
+		r         *record
+		acked     int64 // the mark of the record's connection
+		uncertain int64
+		epoch     int64
+		qos       byte
+		dup       bool
+		payload   string
+		present   bool // the arrival's connection kept the session
+		want      verdict
+	}{
+		{name: "no record", qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "qos 0", r: rec(1, old, 3, true, false, false), qos: 0, payload: "x", present: true, want: fresh},
+		{name: "first attempt reuses an id", r: rec(1, old, 3, true, false, false), qos: 1, payload: "x", present: true, want: fresh},
+		{name: "resent on the same connection", r: rec(1, cur, 3, true, true, false), qos: 1, dup: true, payload: "x", present: true, want: redundant},
+		{name: "resent on the same connection, other content", r: rec(1, cur, 3, true, true, false), qos: 1, dup: true, payload: "y", present: true, want: fresh},
+		{name: "ack never sent", r: rec(1, old, 3, true, false, false), qos: 1, dup: true, payload: "x", present: true, want: redundant},
+		{name: "ack sent, confirmed", r: rec(1, old, 3, true, true, false), acked: 3, qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "ack sent, a later one confirmed", r: rec(1, old, 3, true, true, false), acked: 9, qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "ack sent, not confirmed", r: rec(1, old, 3, true, true, false), acked: 2, qos: 1, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "ack sent, not confirmed, other content", r: rec(1, old, 3, true, true, false), qos: 1, dup: true, payload: "y", present: true, want: fresh},
+		{name: "loaded, not confirmed", r: rec(1, old, 3, false, false, false), qos: 1, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "loaded, confirmed", r: rec(1, old, 3, false, false, false), acked: 3, qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "uncertain session", r: rec(1, old, 3, false, false, false), acked: 3, uncertain: old + 1, qos: 1, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "row gone", r: &record{Delivery: store.Delivery{PacketID: 7, QoS: 1, Conn: old, Seq: 3, MessageID: 99}}, qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "migrated record, no hash", r: &record{Delivery: store.Delivery{PacketID: 7, QoS: 1, MessageID: 10}}, uncertain: 1, qos: 1, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "qos 2 pending, resent", r: rec(2, old, 3, false, false, true), qos: 2, dup: true, payload: "x", present: true, want: redundant},
+		{name: "qos 2 pending, without DUP", r: rec(2, old, 3, false, false, true), qos: 2, payload: "x", present: true, want: redundant},
+		{name: "qos 2 pending, other content", r: rec(2, old, 3, false, false, true), qos: 2, dup: true, payload: "y", present: true, want: fresh},
+		{name: "qos 2 pending, uncertain session", r: rec(2, old, 3, false, false, true), uncertain: old + 1, qos: 2, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "qos 2 released", r: rec(2, old, 3, true, true, false), qos: 2, dup: true, payload: "x", present: true, want: fresh},
+		{name: "qos changed", r: rec(1, old, 3, true, false, false), qos: 2, dup: true, payload: "x", present: true, want: fresh},
+		{name: "record of an ended session", r: rec(1, old, 3, true, false, false), epoch: old + 1, qos: 1, dup: true, payload: "x", present: true, want: fresh},
+		{name: "arrival opens a new session", r: rec(2, old, 3, false, false, true), qos: 2, dup: true, payload: "x", present: false, want: fresh},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLedger(store.Session{Epoch: tt.epoch, Uncertain: tt.uncertain})
+			l.lastConn = old
+			if tt.present {
+				l.lastConn = cur
+			}
+			if tt.r != nil {
+				l.ids[7] = tt.r
+				l.acked[tt.r.Conn] = tt.acked
+			}
+			w, _ := testWire(t, nil, cur, tt.present)
+			a := &arrival{msg: store.Message{Topic: "t", Payload: []byte(tt.payload), QoS: tt.qos, PacketID: 7},
+				dup: tt.dup, wire: w, seq: 1, hash: contentHash("t", []byte(tt.payload))}
+			j, err := l.view().judge(context.Background(), get, a)
+			if err != nil {
+				t.Fatalf("judge: %v", err)
+			}
+			if j.v != tt.want {
+				t.Errorf("verdict %v, want %v", j.v, tt.want)
+			}
+		})
 	}
 }
 
-func TestRedeliveryWithDifferentContentIsStored(t *testing.T) {
+// A first attempt with the id of a delivery acknowledged on the same
+// connection proves the broker processed that acknowledgement and every
+// one before it.
+func TestReusedIDConfirmsAcknowledgements(t *testing.T) {
+	i, _, _ := newTestIngester(t)
+	var c acks
+	w, _ := testWire(t, i, 1, true)
+	mustCommit(t, i, c.arrival(w, "t", "a", 1, false), c.arrival(w, "t", "b", 2, false))
+	mustCommit(t, i, c.arrival(w, "t", "c", 2, false))
+	if got := i.ledger.acked[1]; got != 2 {
+		t.Errorf("mark of connection 1 = %d, want 2 (the acknowledgement of b)", got)
+	}
+	ses, err := i.st.LoadSession(context.Background(), "sub")
+	if err != nil || ses.Acked[1] != 2 {
+		t.Errorf("stored mark = %v, %v, want 2", ses.Acked, err)
+	}
+}
+
+// After a reconnect: a message committed but whose acknowledgement never
+// left is acknowledged again and not stored; one whose acknowledgement left
+// but was not confirmed is stored flagged; a new message is stored plainly.
+func TestRedeliveriesAfterReconnect(t *testing.T) {
+	i, fs, m := newTestIngester(t)
+	var c acks
+	w1, _ := testWire(t, i, 1, true)
+	mustCommit(t, i, c.arrival(w1, "t", "acked", 7, false))
+	w1.Close()
+	mustCommit(t, i, c.arrival(w1, "t", "not acked", 8, false))
+	if n := c.n.Load(); n != 1 {
+		t.Fatalf("acked %d, want 1: nothing is acknowledged on a closed connection", n)
+	}
+	w2, _ := testWire(t, i, 2, true)
+	mustCommit(t, i,
+		c.arrival(w2, "t", "acked", 7, true),
+		c.arrival(w2, "t", "not acked", 8, true),
+		c.arrival(w2, "t", "new", 9, true),
+		c.arrival(w2, "t", "new", 9, true), // and resent again on the same connection
+	)
+	got := stored(t, fs)
+	var rows []string
+	for k := len(got) - 1; k >= 0; k-- {
+		r := got[k]
+		rows = append(rows, string(r.Payload)+map[bool]string{true: "(dup)"}[r.Duplicate])
+	}
+	if want := "[acked not acked acked(dup) new]"; strings.Join(rows, " ") != want[1:len(want)-1] {
+		t.Errorf("rows %v, want %s", rows, want)
+	}
+	if n := c.n.Load(); n != 5 {
+		t.Errorf("acked %d, want 5 (all four on connection 2)", n)
+	}
+	if got := testutil.ToFloat64(m.DuplicatesDropped); got != 2 {
+		t.Errorf("duplicates dropped = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.DuplicatesStored); got != 1 {
+		t.Errorf("duplicates stored = %v, want 1", got)
+	}
+}
+
+// The broker's PINGRESP to a PINGREQ written after the acknowledgements
+// confirms them: a redelivery of that id on the next connection is a new
+// message. The mark is committed by itself once the writer is idle.
+func TestBarrierConfirmsAcknowledgements(t *testing.T) {
 	i, fs, _ := newTestIngester(t)
-	var a acks
-	mustCommit(t, i, a.arrival("t", "old", 7, false))
-	mustCommit(t, i, a.arrival("t", "other", 7, true))
+	var c acks
+	w1, p1 := testWire(t, i, 1, true)
+	a := c.arrival(w1, "t", "x", 7, false)
+	mustCommit(t, i, a)
+	// Paho writes the PUBACK the writer gave it.
+	if _, err := w1.Write([]byte{typePuback << 4, 2, 0, 7}); err != nil {
+		t.Fatalf("write puback: %v", err)
+	}
+	if !waitFor(func() bool { return bytes.Contains(p1.bytes(), []byte{typePingreq << 4, 0}) }) {
+		t.Fatalf("no PINGREQ after the acknowledgement; peer got % x", p1.bytes())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); i.write(ctx) }()
+	// The broker answers: Paho reads the PINGRESP through the wire.
+	go func() { _, _ = p1.conn.Write([]byte{typePingresp << 4, 0}) }()
+	if _, err := w1.Read(make([]byte, 2)); err != nil {
+		t.Fatalf("read pingresp: %v", err)
+	}
+	if !waitFor(func() bool {
+		ses, err := fs.LoadSession(context.Background(), "sub")
+		return err == nil && ses.Acked[1] == a.seq
+	}) {
+		t.Fatalf("the confirmed mark was not committed")
+	}
+	cancel()
+	<-done
+	w2, _ := testWire(t, i, 2, true)
+	mustCommit(t, i, c.arrival(w2, "t", "x", 7, true))
 	if got := stored(t, fs); len(got) != 2 || got[0].Duplicate {
-		t.Errorf("got %+v, want 2 rows, newest not duplicate", got)
+		t.Errorf("rows %+v, want two, the second not flagged", got)
+	}
+}
+
+// A PUBCOMP waits for the release of its packet id to be committed.
+func TestPubcompWaitsForTheRelease(t *testing.T) {
+	i, fs, _ := newTestIngester(t)
+	var c acks
+	w, p := testWire(t, i, 1, true)
+	mustCommit(t, i, qos2(c.arrival(w, "t", "x", 7, false)))
+	ses, _ := fs.LoadSession(context.Background(), "sub")
+	if len(ses.Deliveries) != 1 || !ses.Deliveries[0].Pending {
+		t.Fatalf("deliveries %+v, want 7 pending", ses.Deliveries)
+	}
+	// The broker's PUBREL came; Paho answers with PUBCOMP.
+	if _, err := w.Write([]byte{typePubcomp << 4, 2, 0, 7}); err != nil {
+		t.Fatalf("write pubcomp: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if bytes.Contains(p.bytes(), []byte{typePubcomp << 4, 2, 0, 7}) {
+		t.Fatalf("PUBCOMP went out before the release was committed")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); i.write(ctx) }()
+	if !waitFor(func() bool { return bytes.Contains(p.bytes(), []byte{typePubcomp << 4, 2, 0, 7}) }) {
+		t.Fatalf("PUBCOMP never went out")
+	}
+	cancel()
+	<-done
+	ses, _ = fs.LoadSession(context.Background(), "sub")
+	if len(ses.Deliveries) != 1 || ses.Deliveries[0].Pending {
+		t.Errorf("deliveries %+v, want 7 released", ses.Deliveries)
+	}
+	// Now a PUBLISH with 7 is a new message.
+	mustCommit(t, i, qos2(c.arrival(w, "t", "x", 7, true)))
+	if got := stored(t, fs); len(got) != 2 || got[0].Duplicate {
+		t.Errorf("rows %+v, want two, the second not flagged", got)
 	}
 }
 
 func TestUncommittedIsNotAcked(t *testing.T) {
 	i, fs, m := newTestIngester(t)
 	fs.failing.Store(true)
-	var a acks
-	b := &batch{arrivals: []arrival{a.arrival("t", "x", 1, false), a.arrival("t", "y", 2, false)}}
+	var c acks
+	w, _ := testWire(t, i, 1, true)
+	b := &batch{arrivals: []*arrival{c.arrival(w, "t", "x", 1, false), c.arrival(w, "t", "y", 2, false)}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan bool)
 	go func() { done <- i.commit(ctx, b) }()
 	if !waitFor(func() bool { return testutil.ToFloat64(m.StoreErrors) >= 2 }) {
 		t.Fatal("commit was not retried")
 	}
-	if a.n.Load() != 0 {
-		t.Fatalf("acked %d messages that were not committed", a.n.Load())
+	if c.n.Load() != 0 {
+		t.Fatalf("acked %d messages that were not committed", c.n.Load())
 	}
 	if err := i.Ready(); err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Errorf("Ready() = %v", err)
@@ -198,8 +420,8 @@ func TestUncommittedIsNotAcked(t *testing.T) {
 		t.Fatal("commit did not succeed once the store was back")
 	}
 	cancel()
-	if a.n.Load() != 2 || len(stored(t, fs)) != 2 {
-		t.Errorf("after recovery: %d acked, %d stored, want 2 and 2", a.n.Load(), len(stored(t, fs)))
+	if c.n.Load() != 2 || len(stored(t, fs)) != 2 {
+		t.Errorf("after recovery: %d acked, %d stored, want 2 and 2", c.n.Load(), len(stored(t, fs)))
 	}
 	if p := i.storeErr.Load(); p != nil {
 		t.Errorf("store error still recorded: %v", *p)
@@ -210,14 +432,15 @@ func TestShutdownDoesNotAckUncommitted(t *testing.T) {
 	i, fs, _ := newTestIngester(t)
 	i.cfg.ShutdownTimeout = 300 * time.Millisecond
 	fs.failing.Store(true)
-	var a acks
-	i.queue <- a.arrival("t", "x", 1, false)
+	var c acks
+	w, _ := testWire(t, i, 1, true)
+	i.queue <- c.arrival(w, "t", "x", 1, false)
 	err := i.shutdown(nil)
 	if err == nil || !strings.Contains(err.Error(), "not committed") {
 		t.Errorf("shutdown error = %v, want one about uncommitted messages", err)
 	}
-	if a.n.Load() != 0 {
-		t.Errorf("acked %d uncommitted messages", a.n.Load())
+	if c.n.Load() != 0 {
+		t.Errorf("acked %d uncommitted messages", c.n.Load())
 	}
 }
 
@@ -238,14 +461,15 @@ func TestCommitLostInFlightIsNotStoredTwice(t *testing.T) {
 	var handed [][]store.Message
 	i.cfg.Committed = func(rows []store.Message) { handed = append(handed, rows) }
 	fs.loseNext.Store(1)
-	var a acks
-	mustCommit(t, i, a.arrival("t", "x", 1, false), a.arrival("t", "y", 2, false), a.arrival("t", "z", 3, false))
+	var c acks
+	w, _ := testWire(t, i, 1, true)
+	mustCommit(t, i, c.arrival(w, "t", "x", 1, false), c.arrival(w, "t", "y", 2, false), c.arrival(w, "t", "z", 3, false))
 
 	got := stored(t, fs)
 	if len(got) != 3 {
 		t.Fatalf("stored %d rows, want 3: %+v", len(got), got)
 	}
-	if n := a.n.Load(); n != 3 {
+	if n := c.n.Load(); n != 3 {
 		t.Errorf("acked %d, want 3", n)
 	}
 	if n := testutil.ToFloat64(m.StoreErrors); n != 1 {
@@ -264,82 +488,34 @@ func TestCommitLostInFlightIsNotStoredTwice(t *testing.T) {
 	}
 }
 
-// An attempt that failed before committing is made again whole, with the
-// same verdicts: the replay state moves on only with a commit.
-func TestFailedAttemptIsRetriedWithSameVerdicts(t *testing.T) {
+// A store set up again (its file deleted, its database created again) gets
+// the whole ledger back with the next commit.
+func TestResetStoreGetsTheLedgerBack(t *testing.T) {
 	i, fs, _ := newTestIngester(t)
-	var a acks
-	mustCommit(t, i, on(1, a.arrival("t", "a", 7, false))...)
-	fs.failNext.Store(2)
-	mustCommit(t, i, on(2, a.arrival("t", "a", 7, false), a.arrival("t", "new", 8, false))...)
-	got := stored(t, fs)
-	if len(got) != 3 || !got[1].Duplicate || got[0].Duplicate {
-		t.Errorf("got %+v, want 3 rows, the replayed one (middle) marked duplicate", got)
+	var c acks
+	w, _ := testWire(t, i, 3, true)
+	mustCommit(t, i, qos2(c.arrival(w, "t", "x", 7, false)))
+	// The store forgets everything and says so on the next commit.
+	db, err := sql.Open("sqlite", fs.path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
 	}
-}
-
-// After a reconnect, arrivals without the DUP flag that repeat a recent row
-// (same packet id and content) are stored marked duplicate, until the first
-// one that does not; then no more lookups are made on that connection.
-func TestReplayAfterReconnectIsFlagged(t *testing.T) {
-	i, fs, m := newTestIngester(t)
-	var logs bytes.Buffer
-	i.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var a acks
-	qos0 := a.arrival("t", "q0", 0, false)
-	qos0.msg.QoS = 0
-	retained := a.arrival("t", "r", 50, false)
-	retained.msg.Retained = true
-	steps := []struct {
-		name     string
-		arrivals []arrival
-		lookups  int32
-		flagged  []bool // of the rows this step stores, in order
-	}{
-		{"first connection", on(1, a.arrival("t", "a", 7, false), a.arrival("t", "b", 8, false),
-			a.arrival("t", "c", 9, false)), 1, []bool{false, false, false}},
-		{"replay after reconnect", on(2, a.arrival("t", "a", 7, false), qos0, retained,
-			a.arrival("t", "b", 8, false)), 2, []bool{true, false, false, true}},
-		{"replay goes on, then new messages", on(2, a.arrival("t", "c", 9, false),
-			a.arrival("t", "d", 10, false), a.arrival("t", "e", 11, false)), 2, []bool{true, false, false}},
-		{"prefix ended: no lookup", on(2, a.arrival("t", "a", 7, false)), 0, []bool{false}},
-		{"next connection checks again", on(3, a.arrival("t", "e", 11, false),
-			a.arrival("t", "f", 12, false)), 2, []bool{true, false}},
-		// Connection 3's prefix has ended; on 4 the match is in the batch.
-		{"replay of a row in the same batch", append(on(3, a.arrival("t", "g", 20, false)),
-			on(4, a.arrival("t", "g", 20, false))...), 0, []bool{false, true}},
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM deliveries`); err != nil {
+		t.Fatalf("forget: %v", err)
 	}
-	for _, st := range steps {
-		before := len(stored(t, fs))
-		fs.lookups.Store(0)
-		mustCommit(t, i, st.arrivals...)
-		if got := fs.lookups.Load(); got != st.lookups {
-			t.Errorf("%s: %d lookups, want %d", st.name, got, st.lookups)
-		}
-		rows := stored(t, fs)
-		var got []bool
-		for k := len(rows) - before - 1; k >= 0; k-- {
-			got = append(got, rows[k].Duplicate)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(st.flagged) {
-			t.Errorf("%s: stored with duplicate %v, want %v", st.name, got, st.flagged)
-		}
+	ses, _ := fs.LoadSession(context.Background(), "sub")
+	if len(ses.Deliveries) != 0 {
+		t.Fatalf("setup: deliveries %+v, want none", ses.Deliveries)
 	}
-	if got := testutil.ToFloat64(m.DuplicatesStored); got != 5 {
-		t.Errorf("duplicates stored = %v, want 5", got)
+	fs.resetNext.Store(1)
+	mustCommit(t, i, c.arrival(w, "t", "y", 8, false))
+	ses, _ = fs.LoadSession(context.Background(), "sub")
+	ids := map[uint16]bool{}
+	for _, d := range ses.Deliveries {
+		ids[d.PacketID] = d.Pending
 	}
-	var ended []string
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if rec["msg"] == "replay check ended" {
-			ended = append(ended, fmt.Sprintf("%v/%v/%v", rec["level"], rec["checked"], rec["stored_as_duplicate"]))
-		}
-	}
-	// Connection 4 checked one and its prefix is still open.
-	if want := []string{"DEBUG/1/0", "INFO/4/3", "INFO/2/1"}; fmt.Sprint(ended) != fmt.Sprint(want) {
-		t.Errorf("replay check ended (level/checked/flagged) %v, want %v", ended, want)
+	if len(ids) != 2 || !ids[7] {
+		t.Errorf("deliveries after the reset %+v, want 7 (pending) and 8", ses.Deliveries)
 	}
 }

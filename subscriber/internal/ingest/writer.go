@@ -1,80 +1,76 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 )
 
-// Redelivery windows, in QoS 1 and 2 messages stored for this client after
-// the candidate row. Mosquitto allocates packet ids sequentially (1..65535),
-// so an id seen fewer than idReuseSafe messages ago cannot have been reused,
-// and one seen 65535 or more messages ago certainly was.
-const (
-	idReuseSafe    = 32768
-	idReuseCertain = 65535
-)
+// idleFlush is how long acknowledgement marks confirmed by the broker may
+// wait for a commit of messages to carry them before they get one of
+// their own.
+const idleFlush = time.Second
 
-type verdict int
-
-const (
-	fresh     verdict = iota // store it
-	redundant                // already stored: acknowledge only
-	ambiguous                // store it with duplicate: true
-)
-
-// batch is what one transaction stores. Its key goes with every row so
-// that, after a commit whose outcome was lost (the connection dropped
-// during COMMIT), the writer can ask the store whether it happened rather
-// than store the batch twice.
+// batch is what one transaction of the writer stores: arrivals, and the
+// releases of QoS 2 packet ids whose PUBREL came.
 type batch struct {
 	key      int64 // drawn at the first attempt, kept across retries
-	arrivals []arrival
+	arrivals []*arrival
+	releases map[*wire][]uint16
 
-	// What the last attempt that reached Insert sent, and what it found.
-	rows          []store.Message
-	dropped, dups int
-	replay        replay // the writer's replay state after these rows
-	unsure        bool   // that Insert failed: it may have committed all the same
+	// What the last attempt that reached Commit sent, and what it found.
+	view   *view
+	judged []judgement // one per arrival
+	rows   []store.Message
+	unsure bool // that Commit failed: it may have committed all the same
 }
 
-// replay follows the start of a connection. A broker restored from an older
-// snapshot sends again, as new messages (no DUP flag, the same packet ids),
-// deliveries we committed and acknowledged after the snapshot was taken.
-// Until the first new-looking arrival that is not such a replay, each one
-// is looked up, so steady state costs no lookups.
-type replay struct {
-	conn    uint64 // the connection the arrivals came on
-	ended   bool
-	checked int // arrivals looked up
-	flagged int // of which matched a recent row: stored with duplicate: true
+func (b *batch) released() []uint16 {
+	var ids []uint16
+	for _, l := range b.releases {
+		ids = append(ids, l...)
+	}
+	return ids
 }
 
 // write commits batches until ctx ends and returns the one it could not
-// commit, if any.
+// commit, if any. A batch is what is queued, the PUBRELs that came, or,
+// after idleFlush without either, the acknowledgement marks the broker
+// confirmed meanwhile.
 func (i *Ingester) write(ctx context.Context) *batch {
 	for {
+		var flush <-chan time.Time
+		if len(i.unsaved) > 0 {
+			flush = time.After(time.Until(i.unsavedSince.Add(idleFlush)))
+		}
+		b := &batch{}
 		select {
 		case <-ctx.Done():
 			return nil
 		case a := <-i.queue:
-			b := &batch{arrivals: i.collect([]arrival{a})}
-			if !i.commit(ctx, b) {
-				return b
-			}
+			b.arrivals = i.collect([]*arrival{a})
+		case <-i.wakeup:
+		case <-flush:
+		}
+		b.releases = i.takeReleases()
+		i.takeConfirmations()
+		due := len(i.unsaved) > 0 && time.Since(i.unsavedSince) >= idleFlush
+		if len(b.arrivals) == 0 && len(b.releases) == 0 && !due {
+			continue
+		}
+		if !i.commit(ctx, b) {
+			return b
 		}
 	}
 }
 
 // collect adds whatever is queued, up to MaxBatch.
-func (i *Ingester) collect(arrivals []arrival) []arrival {
+func (i *Ingester) collect(arrivals []*arrival) []*arrival {
 	for len(arrivals) < i.cfg.MaxBatch {
 		select {
 		case a := <-i.queue:
@@ -88,6 +84,41 @@ func (i *Ingester) collect(arrivals []arrival) []arrival {
 	return arrivals
 }
 
+// takeReleases collects the PUBRELs that arrived on every connection.
+func (i *Ingester) takeReleases() map[*wire][]uint16 {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var out map[*wire][]uint16
+	for _, w := range i.wires {
+		if ids := w.releases(); len(ids) > 0 {
+			if out == nil {
+				out = map[*wire][]uint16{}
+			}
+			out[w] = ids
+		}
+	}
+	return out
+}
+
+// takeConfirmations moves what the broker confirmed of each connection's
+// acknowledgements into the ledger, and forgets closed connections.
+func (i *Ingester) takeConfirmations() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for num, w := range i.wires {
+		if seq := w.confirmed(); seq > i.ledger.acked[num] {
+			i.ledger.acked[num] = seq
+			i.unsaved[num] = seq
+			if i.unsavedSince.IsZero() {
+				i.unsavedSince = time.Now()
+			}
+		}
+		if cur := i.current.Load(); w.closed() && (cur == nil || num != cur.num) {
+			delete(i.wires, num)
+		}
+	}
+}
+
 // commit stores b, retrying with backoff until it succeeds (true) or ctx
 // ends (false). Nothing is acknowledged unless it was committed.
 func (i *Ingester) commit(ctx context.Context, b *batch) bool {
@@ -99,6 +130,12 @@ func (i *Ingester) commit(ctx context.Context, b *batch) bool {
 				i.log.Info("store commits succeed again")
 			}
 			return true
+		}
+		if errors.Is(err, store.ErrReset) {
+			// The store lost what it held (a file deleted, a database
+			// created again): write back all the ledger knows.
+			i.log.Warn("store was set up again; committing again into it", "err", err)
+			i.resetStore.Store(true)
 		}
 		i.m.StoreErrors.Inc()
 		i.storeErr.Store(&err)
@@ -127,35 +164,32 @@ func (i *Ingester) commitOnce(ctx context.Context, b *batch) error {
 		if err != nil {
 			return fmt.Errorf("ask whether the failed commit happened: %w", err)
 		}
+		b.unsure = false
 		if len(ids) > 0 {
 			i.log.Warn("a commit reported as failed had happened; its messages are acknowledged, not stored again",
 				"messages", len(b.rows))
-			whole := len(ids) == len(b.rows)
-			if whole {
-				for k := range b.rows {
-					b.rows[k].ID = ids[k]
-				}
-			} else {
+			if len(ids) != len(b.rows) {
 				// Only retention or a key collision (odds 2^-64) gets here.
-				i.log.Error("a committed batch has another number of rows than was sent",
-					"batch_key", uint64(b.key), "sent", len(b.rows), "found", len(ids))
+				return fmt.Errorf("batch %x: %d rows committed, %d sent", uint64(b.key), len(ids), len(b.rows))
 			}
-			b.unsure = false
-			i.done(b, whole)
+			for k := range b.rows {
+				b.rows[k].ID = ids[k]
+			}
+			i.done(b)
 			return nil
 		}
-		b.unsure = false
 	}
 	if err := i.prepare(ctx, b); err != nil {
 		return err
 	}
+	c := i.commitOf(b)
 	start := time.Now()
-	if err := i.st.Insert(ctx, b.rows); err != nil {
-		b.unsure = len(b.rows) > 0
+	if err := i.st.Commit(ctx, c); err != nil {
+		b.unsure = len(b.rows) > 0 && !errors.Is(err, store.ErrReset)
 		return err
 	}
 	i.m.CommitSeconds.Observe(time.Since(start).Seconds())
-	i.done(b, true)
+	i.done(b)
 	return nil
 }
 
@@ -184,141 +218,154 @@ func newKey() (int64, error) {
 	return k, nil
 }
 
-// prepare decides, from the writer's replay state and the store, which
-// arrivals of b are stored and how, and sets b's rows. It changes nothing
-// but b, so an attempt that fails can be made again.
+// prepare judges every arrival of b against the ledger and sets b's rows.
+// It changes nothing but b (and facts the ledger learns for good, such as
+// a new broker session), so that an attempt that fails can be made again.
 func (i *Ingester) prepare(ctx context.Context, b *batch) error {
-	rows := make([]store.Message, 0, len(b.arrivals))
-	var dropped, dups int
-	r := i.replay
+	b.view = i.ledger.view()
+	b.judged = make([]judgement, len(b.arrivals))
+	b.rows = make([]store.Message, 0, len(b.arrivals))
 	for k, a := range b.arrivals {
-		if a.conn != r.conn {
-			r = replay{conn: a.conn}
-		}
-		m := a.msg
-		m.BatchKey = b.key
-		v := fresh
-		var err error
-		switch {
-		case m.QoS == 0:
-		case a.dup:
-			v, err = i.classify(ctx, b.arrivals[:k], a)
-		case !r.ended && !m.Retained:
-			// Retained arrivals are left out: a resubscription sends
-			// them again with new packet ids, anywhere in the replay.
-			v, err = i.classifyReplay(ctx, b.arrivals[:k], a)
-			r.checked++
-			if v == ambiguous {
-				r.flagged++
-			} else {
-				r.ended = true
-			}
-		}
+		j, err := b.view.judge(ctx, i.st.Get, a)
 		if err != nil {
 			return err
 		}
-		switch v {
-		case redundant:
-			dropped++
+		b.judged[k] = j
+		a.row = -1
+		if j.v == redundant {
 			continue
-		case ambiguous:
-			m.Duplicate = true
-			dups++
 		}
-		rows = append(rows, m)
+		m := a.msg
+		m.BatchKey = b.key
+		m.Duplicate = j.v == ambiguous
+		a.row = len(b.rows)
+		b.rows = append(b.rows, m)
 	}
-	b.rows, b.dropped, b.dups, b.replay = rows, dropped, dups, r
 	return nil
 }
 
-// done acknowledges b once its rows are committed, counts them, and hands
-// them on (when their ids are known).
-func (i *Ingester) done(b *batch, withIDs bool) {
+// commitOf is the store.Commit of b: its rows and the session records that
+// go with them.
+func (i *Ingester) commitOf(b *batch) *store.Commit {
+	c := &store.Commit{Messages: b.rows, ClientID: i.cfg.ClientID, Released: b.released()}
+	last := map[uint16]int{} // packet id: index in c.Deliveries
+	add := func(r *record) {
+		d := store.CommitDelivery{Delivery: r.Delivery, Message: -1}
+		if r.a != nil {
+			d.Message = r.a.row
+		}
+		if k, ok := last[d.PacketID]; ok {
+			c.Deliveries[k] = d
+			return
+		}
+		last[d.PacketID] = len(c.Deliveries)
+		c.Deliveries = append(c.Deliveries, d)
+	}
+	if i.resetStore.Load() {
+		// The store starts again from nothing: all the ledger knows.
+		for _, r := range i.ledger.ids {
+			if r.Conn >= i.ledger.epoch {
+				add(r)
+			}
+		}
+		c.Acked = maps(i.ledger.acked)
+		c.Attempted, c.Connected = i.conns.Load(), i.ledger.lastConn
+		c.Epoch, c.Uncertain = i.ledger.epoch, i.ledger.uncertain
+	} else if len(i.unsaved) > 0 {
+		c.Acked = maps(i.unsaved)
+	}
+	for _, j := range b.judged {
+		if j.rec != nil {
+			add(j.rec)
+		}
+	}
+	for conn, seq := range b.view.acked {
+		if c.Acked == nil {
+			c.Acked = map[int64]int64{}
+		}
+		c.Acked[conn] = max(c.Acked[conn], seq)
+	}
+	return c
+}
+
+func maps(m map[int64]int64) map[int64]int64 {
+	out := make(map[int64]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// done takes b as committed: the ledger learns it, the arrivals are
+// acknowledged in order, the held PUBCOMPs go, and the rows are handed on.
+func (i *Ingester) done(b *batch) {
+	i.resetStore.Store(false)
+	clear(i.unsaved)
+	i.unsavedSince = time.Time{}
+	for _, a := range b.arrivals {
+		if a.row >= 0 {
+			a.msg.ID = b.rows[a.row].ID
+		}
+	}
+	for _, j := range b.judged {
+		if j.rec != nil && j.rec.a != nil {
+			j.rec.MessageID = j.rec.a.msg.ID
+			j.rec.a = nil
+		}
+	}
+	if b.view != nil {
+		b.view.apply()
+	}
+	for _, id := range b.released() {
+		if r := i.ledger.ids[id]; r != nil && r.QoS == 2 {
+			r.Pending = false
+		}
+	}
+	for w, ids := range b.releases {
+		w.release(ids)
+	}
+
+	var dropped, dups int
+	acked := map[*wire]bool{}
+	for k, a := range b.arrivals {
+		j := b.judged[k]
+		switch j.v {
+		case redundant:
+			dropped++
+		case ambiguous:
+			dups++
+		}
+		if a.msg.QoS == 0 {
+			continue
+		}
+		if a.wire.closed() {
+			// Paho would drop it; the broker sends the message again on
+			// the next connection, and the ledger knows it was never
+			// acknowledged.
+			continue
+		}
+		j.rec.ackSent = true
+		a.ack()
+		a.wire.acked(a.seq)
+		acked[a.wire] = true
+	}
+	for w := range acked {
+		w.barrier()
+	}
+
 	i.m.BatchSize.Observe(float64(len(b.rows)))
 	i.m.Stored.Add(float64(len(b.rows)))
-	i.m.DuplicatesDropped.Add(float64(b.dropped))
-	i.m.DuplicatesStored.Add(float64(b.dups))
-	for _, a := range b.arrivals {
-		a.ack()
+	i.m.DuplicatesDropped.Add(float64(dropped))
+	i.m.DuplicatesStored.Add(float64(dups))
+	if dropped > 0 {
+		i.log.Info("redeliveries already stored were acknowledged, not stored again", "count", dropped)
 	}
-	if b.dropped > 0 {
-		i.log.Info("redeliveries already stored were acknowledged, not stored again", "count", b.dropped)
+	if dups > 0 {
+		i.log.Info("redeliveries that cannot be told from new messages were stored with duplicate: true", "count", dups)
 	}
-	if r := b.replay; r.ended && (r.conn != i.replay.conn || !i.replay.ended) {
-		level := slog.LevelDebug
-		if r.flagged > 0 {
-			level = slog.LevelInfo
-		}
-		i.log.Log(context.Background(), level, "replay check ended",
-			"checked", r.checked, "stored_as_duplicate", r.flagged)
-	}
-	i.replay = b.replay
-	if i.cfg.Committed != nil && withIDs && len(b.rows) > 0 {
+	if i.cfg.Committed != nil && len(b.rows) > 0 {
 		i.cfg.Committed(b.rows)
 	}
-}
-
-// classify decides what to do with an arrival carrying the DUP flag: the
-// broker resends unacknowledged messages with the same packet id after a
-// reconnect, including ones we committed whose acknowledgement was lost.
-func (i *Ingester) classify(ctx context.Context, earlier []arrival, a arrival) (verdict, error) {
-	for k := len(earlier) - 1; k >= 0; k-- {
-		if e := earlier[k].msg; e.PacketID == a.msg.PacketID && e.ClientID == a.msg.ClientID {
-			// Its first delivery is in this very batch.
-			if same(e, a.msg) {
-				return redundant, nil
-			}
-			return fresh, nil
-		}
-	}
-	r, err := i.st.LatestByPacketID(ctx, a.msg.ClientID, a.msg.PacketID, idReuseCertain)
-	if errors.Is(err, store.ErrNotFound) {
-		return fresh, nil
-	}
-	if err != nil {
-		return fresh, fmt.Errorf("look up redelivery: %w", err)
-	}
-	switch {
-	case !same(r.Message, a.msg):
-		return fresh, nil // the first delivery never reached the store
-	case r.Later < idReuseSafe:
-		return redundant, nil
-	case r.Later < idReuseCertain:
-		return ambiguous, nil
-	default:
-		return fresh, nil // the packet id has been reused since
-	}
-}
-
-// classifyReplay decides about a QoS 1 or 2 arrival without the DUP flag
-// at the start of a connection: one identical to a recent row with its
-// packet id, which the broker cannot have reused yet, is most likely a
-// replay by a broker that lost its latest state, but may be a new message
-// identical to the last one; it is stored, marked duplicate (ambiguous).
-func (i *Ingester) classifyReplay(ctx context.Context, earlier []arrival, a arrival) (verdict, error) {
-	for k := len(earlier) - 1; k >= 0; k-- {
-		if e := earlier[k].msg; e.PacketID == a.msg.PacketID && e.ClientID == a.msg.ClientID {
-			if same(e, a.msg) {
-				return ambiguous, nil
-			}
-			return fresh, nil
-		}
-	}
-	r, err := i.st.LatestByPacketID(ctx, a.msg.ClientID, a.msg.PacketID, idReuseSafe)
-	if errors.Is(err, store.ErrNotFound) {
-		return fresh, nil
-	}
-	if err != nil {
-		return fresh, fmt.Errorf("look up replay: %w", err)
-	}
-	if same(r.Message, a.msg) && r.Later < idReuseSafe {
-		return ambiguous, nil
-	}
-	return fresh, nil
-}
-
-func same(a, b store.Message) bool {
-	return a.Topic == b.Topic && a.QoS == b.QoS && bytes.Equal(a.Payload, b.Payload)
 }
 
 // shutdown commits and acknowledges pending (the batch write was retrying,
@@ -330,11 +377,10 @@ func (i *Ingester) shutdown(pending *batch) error {
 	var errs []error
 	for b := pending; ; b = nil {
 		if b == nil {
-			arrivals := i.collect(nil)
-			if len(arrivals) == 0 {
+			b = &batch{arrivals: i.collect(nil), releases: i.takeReleases()}
+			if len(b.arrivals) == 0 && len(b.releases) == 0 {
 				break
 			}
-			b = &batch{arrivals: arrivals}
 		}
 		if !i.commit(ctx, b) {
 			errs = append(errs, fmt.Errorf("shutdown: %d queued messages not committed (the broker will redeliver them)", len(b.arrivals)+len(i.queue)))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -49,12 +50,32 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that the database answers.
+// Ping checks that the database answers and has its schema. A schema
+// found missing (the database was dropped and created again) is created
+// again, and Ping fails this time.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
+	var one int
+	err := s.pool.QueryRow(ctx, `SELECT 1 FROM schema_version`).Scan(&one)
+	if err := s.recover(ctx, err); err != nil {
 		return fmt.Errorf("ping postgresql: %w", err)
 	}
 	return nil
+}
+
+// undefinedTable is the SQLSTATE of a missing relation.
+const undefinedTable = "42P01"
+
+// recover sets the schema up again when err says it is missing, and then
+// returns store.ErrReset, wrapped; other errors are returned as they are.
+func (s *Store) recover(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != undefinedTable {
+		return err
+	}
+	if merr := migrate(ctx, s.pool, migrations); merr != nil {
+		return fmt.Errorf("schema missing (%w); creating it again: %w", err, merr)
+	}
+	return fmt.Errorf("schema was missing and has been created again: %w", store.ErrReset)
 }
 
 const insert = `INSERT INTO messages
@@ -66,8 +87,35 @@ const insert = `INSERT INTO messages
 // no Insert that may have found it present is uncommitted.
 const topicsLock = 0x746f7069 // "topi"
 
-// Insert stores msgs in one transaction, sent as one batch.
+// Insert stores msgs in one transaction.
 func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
+	return s.Commit(ctx, &store.Commit{Messages: msgs})
+}
+
+// Commit stores c in one transaction: the messages in one batch of
+// statements, then, as their ids are needed, the session's records in a
+// second one.
+func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
+	ids := make([]int64, len(c.Messages))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertMessages(ctx, tx, c.Messages, ids); err != nil {
+			return err
+		}
+		if c.ClientID == "" {
+			return nil
+		}
+		return writeSession(ctx, tx, c, ids)
+	})
+	if err != nil {
+		return s.recover(ctx, fmt.Errorf("commit %d messages: %w", len(c.Messages), err))
+	}
+	for i := range c.Messages {
+		c.Messages[i].ID = ids[i]
+	}
+	return nil
+}
+
+func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []int64) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -79,30 +127,75 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	ids := make([]int64, len(msgs))
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var b pgx.Batch
-		b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
-		b.Queue(`INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, names)
-		for i, m := range msgs {
-			payload := m.Payload
-			if payload == nil {
-				payload = []byte{}
-			}
-			b.Queue(insert, m.Topic, payload, int16(m.QoS), m.Retained, m.Duplicate,
-				m.ReceivedAt, m.ClientID, int32(m.PacketID), m.BatchKey).QueryRow(func(row pgx.Row) error {
-				return row.Scan(&ids[i])
-			})
+	var b pgx.Batch
+	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
+	b.Queue(`INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, names)
+	for i, m := range msgs {
+		payload := m.Payload
+		if payload == nil {
+			payload = []byte{}
 		}
-		return tx.SendBatch(ctx, &b).Close()
-	})
-	if err != nil {
-		return fmt.Errorf("insert %d messages: %w", len(msgs), err)
+		b.Queue(insert, m.Topic, payload, int16(m.QoS), m.Retained, m.Duplicate,
+			m.ReceivedAt, m.ClientID, int32(m.PacketID), m.BatchKey).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&ids[i])
+		})
 	}
-	for i := range msgs {
-		msgs[i].ID = ids[i]
+	return tx.SendBatch(ctx, &b).Close()
+}
+
+// writeSession records c's session state; ids are the ids of c.Messages.
+func writeSession(ctx context.Context, tx pgx.Tx, c *store.Commit, ids []int64) error {
+	var b pgx.Batch
+	if n := len(c.Deliveries); n > 0 {
+		pids, qos := make([]int32, n), make([]int16, n)
+		conns, seqs, mids, hashes := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		pending := make([]bool, n)
+		for k, d := range c.Deliveries {
+			mid := d.MessageID
+			if d.Message >= 0 {
+				mid = ids[d.Message]
+			}
+			pids[k], qos[k], conns[k], seqs[k], mids[k], hashes[k], pending[k] =
+				int32(d.PacketID), int16(d.QoS), d.Conn, d.Seq, mid, int64(d.Hash), d.Pending
+		}
+		b.Queue(`INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending)
+			SELECT $1, * FROM unnest($2::integer[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::boolean[])
+			ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
+			seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`,
+			c.ClientID, pids, qos, conns, seqs, mids, hashes, pending)
 	}
-	return nil
+	if len(c.Released) > 0 {
+		pids := make([]int32, len(c.Released))
+		for k, pid := range c.Released {
+			pids[k] = int32(pid)
+		}
+		b.Queue(`UPDATE deliveries SET pending = false WHERE client_id = $1 AND packet_id = ANY($2)`, c.ClientID, pids)
+	}
+	if len(c.Acked) > 0 {
+		conns, seqs := make([]int64, 0, len(c.Acked)), make([]int64, 0, len(c.Acked))
+		for conn, seq := range c.Acked {
+			conns, seqs = append(conns, conn), append(seqs, seq)
+		}
+		b.Queue(`INSERT INTO acked (client_id, conn, seq) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])
+			ON CONFLICT (client_id, conn) DO UPDATE SET seq = GREATEST(acked.seq, excluded.seq)`, c.ClientID, conns, seqs)
+	}
+	b.Queue(`INSERT INTO sessions (client_id, attempted, connected, epoch, uncertain)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (client_id) DO UPDATE SET
+		attempted = GREATEST(sessions.attempted, excluded.attempted),
+		connected = GREATEST(sessions.connected, excluded.connected),
+		epoch = GREATEST(sessions.epoch, excluded.epoch),
+		uncertain = GREATEST(sessions.uncertain, excluded.uncertain)`,
+		c.ClientID, c.Attempted, c.Connected, c.Epoch, c.Uncertain)
+	if c.Connected != 0 {
+		// Once a connection: forget what a new session made void, and
+		// the marks of connections no delivery refers to any more.
+		b.Queue(`DELETE FROM deliveries WHERE client_id = $1
+			AND conn < (SELECT epoch FROM sessions WHERE client_id = $1)`, c.ClientID)
+		b.Queue(`DELETE FROM acked WHERE client_id = $1
+			AND conn < coalesce((SELECT min(conn) FROM deliveries WHERE client_id = $1), $2)`, c.ClientID, c.Connected)
+	}
+	return tx.SendBatch(ctx, &b).Close()
 }
 
 const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
@@ -225,24 +318,56 @@ func (s *Store) expand(ctx context.Context, filter string) (names []string, ok b
 	return names, true, nil
 }
 
-// LatestByPacketID finds the newest row of clientID with packetID.
-func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error) {
-	row := s.pool.QueryRow(ctx, "SELECT "+columns+` FROM messages
-		WHERE client_id = $1 AND packet_id = $2 ORDER BY id DESC LIMIT 1`, clientID, int32(packetID))
-	m, err := scan(row)
+// Get returns the message with id.
+func (s *Store) Get(ctx context.Context, id int64) (store.Message, error) {
+	m, err := scan(s.pool.QueryRow(ctx, "SELECT "+columns+" FROM messages WHERE id = $1", id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Redelivery{}, store.ErrNotFound
+		return store.Message{}, store.ErrNotFound
 	}
 	if err != nil {
-		return store.Redelivery{}, fmt.Errorf("find packet %d of %s: %w", packetID, clientID, err)
+		return store.Message{}, fmt.Errorf("get message %d: %w", id, err)
 	}
-	var later int
-	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM messages
-		WHERE client_id = $1 AND id > $2 AND qos > 0 LIMIT $3) AS later`, clientID, m.ID, max).Scan(&later)
+	return m, nil
+}
+
+// LoadSession reads clientID's session.
+func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session, error) {
+	var ses store.Session
+	err := s.pool.QueryRow(ctx, `SELECT attempted, connected, epoch, uncertain
+		FROM sessions WHERE client_id = $1`, clientID).Scan(&ses.Attempted, &ses.Connected, &ses.Epoch, &ses.Uncertain)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Session{}, nil
+	case err != nil:
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	ses.Acked = map[int64]int64{}
+	rows, err := s.pool.Query(ctx, `SELECT conn, seq FROM acked WHERE client_id = $1`, clientID)
 	if err != nil {
-		return store.Redelivery{}, fmt.Errorf("count messages of %s after %d: %w", clientID, m.ID, err)
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
 	}
-	return store.Redelivery{Message: m, Later: later}, nil
+	var conn, seq int64
+	if _, err := pgx.ForEachRow(rows, []any{&conn, &seq}, func() error { ses.Acked[conn] = seq; return nil }); err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	rows, err = s.pool.Query(ctx, `SELECT packet_id, qos, conn, seq, message_id, hash, pending
+		FROM deliveries WHERE client_id = $1 AND conn >= $2`, clientID, ses.Epoch)
+	if err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	ses.Deliveries, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Delivery, error) {
+		var d store.Delivery
+		var pid int32
+		var qos int16
+		var hash int64
+		err := row.Scan(&pid, &qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
+		d.PacketID, d.QoS, d.Hash = uint16(pid), byte(qos), uint64(hash)
+		return d, err
+	})
+	if err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	return ses, nil
 }
 
 // BatchIDs returns the ids of the rows stored with key, among those received

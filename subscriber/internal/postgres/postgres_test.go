@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/pgtest"
@@ -46,9 +48,10 @@ func BenchmarkListWildcard(b *testing.B)   { storetest.BenchmarkList(b, openFres
 func BenchmarkListAll(b *testing.B)        { storetest.BenchmarkList(b, openFresh, 200000, "#") }
 func BenchmarkListExact(b *testing.B)      { storetest.BenchmarkList(b, openFresh, 200000, "a/d07/c") }
 
-// A database made by the first schema (no batch_key) keeps its rows, with
-// key 0, and takes keyed batches after Open migrates it.
-func TestMigrateAddsBatchKey(t *testing.T) {
+// A database made by the first schema keeps its rows, and what they say
+// about packet ids becomes uncertain deliveries of connection 0: the newest
+// row of each client and packet id, with QoS > 0.
+func TestMigrateKeepsWhatRowsSayOfPacketIDs(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Database(t)
 	pool, err := pgxpool.New(ctx, url)
@@ -60,11 +63,12 @@ func TestMigrateAddsBatchKey(t *testing.T) {
 		t.Fatalf("first schema: %v", err)
 	}
 	_, err = pool.Exec(ctx, `INSERT INTO messages
-		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
-		VALUES ('old', '', 1, false, false, now(), 'c', 1)`)
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES
+		('old', '', 1, false, false, now(), 'c', 1), ('newer', '', 2, false, false, now(), 'c', 1),
+		('zero', '', 0, false, false, now(), 'c', 0)`)
 	pool.Close()
 	if err != nil {
-		t.Fatalf("insert old row: %v", err)
+		t.Fatalf("insert old rows: %v", err)
 	}
 	s, err := Open(ctx, url)
 	if err != nil {
@@ -72,14 +76,76 @@ func TestMigrateAddsBatchKey(t *testing.T) {
 	}
 	defer s.Close()
 	old, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
-	if err != nil || len(old) != 1 || old[0].BatchKey != 0 {
-		t.Fatalf("old rows: %+v, err %v, want one row with key 0", old, err)
+	if err != nil || len(old) != 3 {
+		t.Fatalf("old rows: %+v, err %v, want 3", old, err)
 	}
-	msgs := []store.Message{{Topic: "new", Payload: []byte("x"), ClientID: "c", BatchKey: 7, ReceivedAt: time.Now()}}
-	if err := s.Insert(ctx, msgs); err != nil {
+	ses, err := s.LoadSession(ctx, "c")
+	if err != nil {
+		t.Fatalf("load session: %v", err)
+	}
+	want := store.Delivery{PacketID: 1, QoS: 2, Conn: 0, Seq: 0, MessageID: old[1].ID}
+	if ses.Uncertain != 1 || len(ses.Deliveries) != 1 || ses.Deliveries[0] != want {
+		t.Errorf("session %+v, want uncertain 1 and the one delivery %+v", ses, want)
+	}
+}
+
+// A database dropped and created again under a running store: commits fail
+// while it is gone, the first one after finds no schema, creates it again
+// and reports store.ErrReset, and the next one is stored.
+func TestDatabaseDroppedAndCreatedAgain(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer s.Close()
+	msg := func(topic string) []store.Message {
+		return []store.Message{{Topic: topic, Payload: []byte("x"), ReceivedAt: time.Now()}}
+	}
+	if err := s.Insert(ctx, msg("before")); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
-	if ids, err := s.BatchIDs(ctx, 7, time.Time{}); err != nil || len(ids) != 1 || ids[0] != msgs[0].ID {
-		t.Errorf("BatchIDs(7) = %v, %v, want [%d]", ids, err, msgs[0].ID)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	name := cfg.ConnConfig.Database
+	admin, err := pgx.Connect(ctx, pgtest.Server())
+	if err != nil {
+		t.Fatalf("connect admin: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	if err := s.Insert(ctx, msg("while gone")); err == nil {
+		t.Fatalf("insert while the database is gone succeeded")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Errorf("ping while the database is gone succeeded")
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	var last error
+	for range 20 {
+		if last = s.Insert(ctx, msg("lost")); errors.Is(last, store.ErrReset) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !errors.Is(last, store.ErrReset) {
+		t.Fatalf("insert into the new database: %v, want ErrReset", last)
+	}
+	if err := s.Insert(ctx, msg("after")); err != nil {
+		t.Fatalf("insert after the schema came back: %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	got, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
+	if err != nil || len(got) != 1 || got[0].Topic != "after" {
+		t.Errorf("rows %+v, err %v, want only after", got, err)
 	}
 }

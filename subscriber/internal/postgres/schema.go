@@ -41,6 +41,42 @@ var migrations = []string{
 	DROP INDEX messages_client_id;
 	CREATE TABLE topics (name text COLLATE "C" PRIMARY KEY);
 	INSERT INTO topics (name) SELECT DISTINCT topic FROM messages;`,
+	// Duplicate detection without guessing from packet id numbering: the
+	// broker session of each client (sessions), how far each connection's
+	// acknowledgements are known to have reached the broker (acked), and
+	// the latest delivery of each packet id (deliveries), kept by ingest.
+	// What the rows already say is kept as connection 0, before every
+	// connection to come and uncertain (sessions.uncertain 1): a redelivery
+	// that matches it is stored flagged, never dropped.
+	`CREATE TABLE sessions (
+		client_id  text PRIMARY KEY,
+		attempted  bigint NOT NULL DEFAULT 0,
+		connected  bigint NOT NULL DEFAULT 0,
+		epoch      bigint NOT NULL DEFAULT 0,
+		uncertain  bigint NOT NULL DEFAULT 0
+	);
+	CREATE TABLE acked (
+		client_id text   NOT NULL,
+		conn      bigint NOT NULL,
+		seq       bigint NOT NULL,
+		PRIMARY KEY (client_id, conn)
+	);
+	CREATE TABLE deliveries (
+		client_id  text     NOT NULL,
+		packet_id  integer  NOT NULL,
+		qos        smallint NOT NULL,
+		conn       bigint   NOT NULL,
+		seq        bigint   NOT NULL,
+		message_id bigint   NOT NULL,
+		hash       bigint   NOT NULL,
+		pending    boolean  NOT NULL,
+		PRIMARY KEY (client_id, packet_id)
+	);
+	INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending)
+		SELECT DISTINCT ON (client_id, packet_id) client_id, packet_id, qos, 0, 0, id, 0, false
+		FROM messages WHERE qos > 0 ORDER BY client_id, packet_id, id DESC;
+	INSERT INTO sessions (client_id, uncertain) SELECT DISTINCT client_id, 1 FROM deliveries;
+	DROP INDEX messages_client_packet;`,
 }
 
 // migrationLock serialises subscribers that start at once on one database.

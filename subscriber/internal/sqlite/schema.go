@@ -55,6 +55,43 @@ var migrations = []string{
 		BEGIN UPDATE topics_version SET version = version + 1; END;
 	CREATE TRIGGER topics_removed AFTER DELETE ON topics
 		BEGIN UPDATE topics_version SET version = version + 1; END;`,
+	// Duplicate detection without guessing from packet id numbering: the
+	// broker session of each client (sessions), how far each connection's
+	// acknowledgements are known to have reached the broker (acked), and
+	// the latest delivery of each packet id (deliveries), kept by ingest.
+	// What the rows already say is kept as connection 0, before every
+	// connection to come and uncertain (sessions.uncertain 1): a redelivery
+	// that matches it is stored flagged, never dropped. A bare column
+	// with max() takes the values of the row of the maximum.
+	`CREATE TABLE sessions (
+		client_id  TEXT PRIMARY KEY,
+		attempted  INTEGER NOT NULL DEFAULT 0,
+		connected  INTEGER NOT NULL DEFAULT 0,
+		epoch      INTEGER NOT NULL DEFAULT 0,
+		uncertain  INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	CREATE TABLE acked (
+		client_id TEXT    NOT NULL,
+		conn      INTEGER NOT NULL,
+		seq       INTEGER NOT NULL,
+		PRIMARY KEY (client_id, conn)
+	) WITHOUT ROWID;
+	CREATE TABLE deliveries (
+		client_id  TEXT    NOT NULL,
+		packet_id  INTEGER NOT NULL,
+		qos        INTEGER NOT NULL,
+		conn       INTEGER NOT NULL,
+		seq        INTEGER NOT NULL,
+		message_id INTEGER NOT NULL,
+		hash       INTEGER NOT NULL,
+		pending    INTEGER NOT NULL,
+		PRIMARY KEY (client_id, packet_id)
+	) WITHOUT ROWID;
+	INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending)
+		SELECT client_id, packet_id, qos, 0, 0, max(id), 0, 0 FROM messages WHERE qos > 0
+		GROUP BY client_id, packet_id;
+	INSERT INTO sessions (client_id, uncertain) SELECT DISTINCT client_id, 1 FROM deliveries;
+	DROP INDEX messages_client_packet;`,
 }
 
 // migrate brings db up to the last of steps (migrations, or a prefix of it

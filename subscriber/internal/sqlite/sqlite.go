@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -44,20 +47,33 @@ func register() error {
 	return errRegister
 }
 
-// Store is a store.Store on one SQLite file.
+// Store is a store.Store on one SQLite file. The file is watched: when it
+// is deleted or replaced under the running service, the store opens the
+// path again (creating and migrating a new file) rather than go on writing
+// into a file nobody will read.
 type Store struct {
-	w *sql.DB // the one writer connection
-	r *sql.DB // readers (WAL lets them run beside the writer)
+	path string
+	dsn  string
 
-	inserts [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
-	topics  topicCache
-	stmts   stmtCache // of listTopics, on r
+	mu sync.Mutex // serialises reopening
+	h  atomic.Pointer[handles]
 
 	stopCheckpoints context.CancelFunc
 	checkpoints     sync.WaitGroup
 	checkpointErr   atomic.Pointer[error] // the last checkpoint's error, nil after a success
 	walFrames       atomic.Int64          // the WAL's length at the last passive checkpoint
 	checkpointing   sync.Mutex            // held while a checkpoint runs
+}
+
+// handles are the connections to one file.
+type handles struct {
+	file fileID
+	w    *sql.DB // the one writer connection
+	r    *sql.DB // readers (WAL lets them run beside the writer)
+
+	inserts [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
+	topics  topicCache
+	stmts   stmtCache // of listTopics, on r
 }
 
 var _ store.Store = (*Store)(nil)
@@ -80,48 +96,119 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	dsn := path + "?" + q.Encode()
-	w, err := sql.Open("sqlite", dsn)
+	s := &Store{path: path, dsn: path + "?" + q.Encode()}
+	h, err := s.open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w}
-	if err := migrate(ctx, w, migrations); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("migrate %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(4)
-	s.r = r
-	for k, n := range chunkSizes {
-		if s.inserts[k], err = w.PrepareContext(ctx, insertSQL(n)); err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), s.Close())
-		}
-	}
+	s.h.Store(h)
 	ctx, s.stopCheckpoints = context.WithCancel(context.WithoutCancel(ctx))
 	s.checkpoints.Go(func() { s.checkpoint(ctx) })
 	return s, nil
 }
 
-// Close stops the checkpointer and closes both pools.
+// open opens the file at s.path (creating and migrating it) and prepares
+// the writer's statements.
+func (s *Store) open(ctx context.Context) (*handles, error) {
+	if dir := filepath.Dir(s.path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create directory of %s: %w", s.path, err)
+		}
+	}
+	w, err := sql.Open("sqlite", s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", s.path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	h := &handles{w: w}
+	if err := migrate(ctx, w, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrate %s: %w", s.path, err)
+	}
+	// The identity of the file the writer has open: migrate created it.
+	if h.file, err = identify(s.path); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", s.dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", s.path, err)
+	}
+	r.SetMaxOpenConns(4)
+	h.r = r
+	for k, n := range chunkSizes {
+		if h.inserts[k], err = w.PrepareContext(ctx, insertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), h.close())
+		}
+	}
+	return h, nil
+}
+
+func (h *handles) close() error {
+	errs := []error{h.stmts.close()}
+	for _, st := range h.inserts {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if h.r != nil {
+		errs = append(errs, h.r.Close())
+	}
+	return errors.Join(append(errs, h.w.Close())...)
+}
+
+// fileID identifies a file whatever its name.
+type fileID struct{ dev, ino uint64 }
+
+func identify(path string) (fileID, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, nil // no identity to compare on this system
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, nil
+}
+
+// moved reports whether the file at s.path is no longer the one h writes
+// (deleted, or replaced by another file).
+func (s *Store) moved(h *handles) bool {
+	id, err := identify(s.path)
+	return err != nil || id != h.file
+}
+
+// reopen replaces h, whose file is gone from s.path, by handles on a file
+// opened (and, if need be, created) at s.path. It returns store.ErrReset,
+// wrapped, once it has, so that the caller knows to write again what the
+// old file held of its own.
+func (s *Store) reopen(ctx context.Context, h *handles) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h.Load() == h {
+		nh, err := s.open(ctx)
+		if err != nil {
+			return fmt.Errorf("sqlite file %s was deleted or replaced; opening it again: %w", s.path, err)
+		}
+		s.h.Store(nh)
+		s.walFrames.Store(0)
+		s.checkpointErr.Store(nil)
+		// Queries under way on the old file finish first: Close waits.
+		go h.close()
+	}
+	return fmt.Errorf("sqlite file %s was deleted or replaced and has been opened again: %w", s.path, store.ErrReset)
+}
+
+// Close stops the checkpointer and closes the file.
 func (s *Store) Close() error {
 	if s.stopCheckpoints != nil {
 		s.stopCheckpoints()
 		s.checkpoints.Wait()
 	}
-	errs := []error{s.stmts.close()}
-	for _, st := range s.inserts {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
-	}
-	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
+	return s.h.Load().close()
 }
 
 // Checkpoint pacing: a passive checkpoint every checkpointEvery copies the
@@ -151,7 +238,7 @@ func (s *Store) checkpoint(ctx context.Context) {
 		}
 		var busy, frames, copied int
 		s.checkpointing.Lock()
-		err := s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+		err := s.h.Load().r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
 		s.checkpointing.Unlock()
 		switch {
 		case ctx.Err() != nil:
@@ -168,7 +255,7 @@ func (s *Store) checkpoint(ctx context.Context) {
 
 // restartWAL runs on the writer after a commit when the WAL has grown past
 // walRestartFrames. The commit stands whatever happens here.
-func (s *Store) restartWAL(ctx context.Context) {
+func (s *Store) restartWAL(ctx context.Context, h *handles) {
 	if s.walFrames.Load() <= walRestartFrames {
 		return
 	}
@@ -179,7 +266,7 @@ func (s *Store) restartWAL(ctx context.Context) {
 	}
 	defer s.checkpointing.Unlock()
 	var busy, frames, copied int
-	err := s.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
+	err := h.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
 	if err != nil {
 		err = fmt.Errorf("checkpoint wal: %w", err)
 		s.checkpointErr.Store(&err)
@@ -190,10 +277,15 @@ func (s *Store) restartWAL(ctx context.Context) {
 	}
 }
 
-// Ping checks that the file can be read.
+// Ping checks that the file can be read and is still the one at the path;
+// a file deleted or replaced is opened again (and Ping fails this time).
 func (s *Store) Ping(ctx context.Context) error {
+	h := s.h.Load()
+	if s.moved(h) {
+		return fmt.Errorf("ping sqlite: %w", s.reopen(ctx, h))
+	}
 	var one int
-	if err := s.r.QueryRowContext(ctx, "SELECT 1 FROM schema_version").Scan(&one); err != nil {
+	if err := h.r.QueryRowContext(ctx, "SELECT 1 FROM schema_version").Scan(&one); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
 	}
 	if p := s.checkpointErr.Load(); p != nil {
@@ -217,19 +309,58 @@ func insertSQL(rows int) string {
 }
 
 // Insert stores msgs in one transaction.
-func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
-	if len(msgs) == 0 {
-		return nil
+func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
+	return s.Commit(ctx, &store.Commit{Messages: msgs})
+}
+
+// Commit stores c in one transaction. A file found deleted or replaced
+// after the commit means the commit went where nobody will read it: the
+// path is opened again and Commit returns store.ErrReset.
+func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
+	h := s.h.Load()
+	ids, err := h.commit(ctx, c)
+	if s.moved(h) {
+		return s.reopen(ctx, h)
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return err
+	}
+	for i := range c.Messages {
+		c.Messages[i].ID = ids[i]
+	}
+	if len(c.Messages) > 0 {
+		s.restartWAL(ctx, h)
+	}
+	return nil
+}
+
+func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err error) {
+	tx, err := h.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
+	if ids, err = h.insert(ctx, tx, c.Messages); err != nil {
+		return nil, err
+	}
+	if c.ClientID != "" {
+		if err := writeSession(ctx, tx, c, ids); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return ids, nil
+}
+
+// insert adds msgs in chunks of the prepared multi-row inserts and returns
+// their ids.
+func (h *handles) insert(ctx context.Context, tx *sql.Tx, msgs []store.Message) ([]int64, error) {
 	ids := make([]int64, len(msgs))
 	args := make([]any, 0, chunkSizes[0]*insertColumns)
 	for done := 0; done < len(msgs); {
@@ -243,13 +374,13 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 			args = append(args, m.Topic, nonNil(m.Payload), int64(m.QoS), m.Retained, m.Duplicate,
 				m.ReceivedAt.UnixMicro(), m.ClientID, int64(m.PacketID), m.BatchKey)
 		}
-		res, err := tx.StmtContext(ctx, s.inserts[k]).ExecContext(ctx, args...)
+		res, err := tx.StmtContext(ctx, h.inserts[k]).ExecContext(ctx, args...)
 		if err != nil {
-			return fmt.Errorf("insert %d messages: %w", n, err)
+			return nil, fmt.Errorf("insert %d messages: %w", n, err)
 		}
 		last, err := res.LastInsertId()
 		if err != nil {
-			return fmt.Errorf("insert %d messages: %w", n, err)
+			return nil, fmt.Errorf("insert %d messages: %w", n, err)
 		}
 		// One statement on the only writer: its rows take consecutive
 		// ids (AUTOINCREMENT gives each the largest id so far plus one),
@@ -259,13 +390,63 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) (err error) {
 		}
 		done += n
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	return ids, nil
+}
+
+// writeSession records c's session state; ids are the ids of c.Messages.
+func writeSession(ctx context.Context, tx *sql.Tx, c *store.Commit, ids []int64) error {
+	if len(c.Deliveries) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
+			(client_id, packet_id, qos, conn, seq, message_id, hash, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
+			seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`)
+		if err != nil {
+			return fmt.Errorf("record deliveries: %w", err)
+		}
+		defer st.Close()
+		for _, d := range c.Deliveries {
+			id := d.MessageID
+			if d.Message >= 0 {
+				id = ids[d.Message]
+			}
+			if _, err := st.ExecContext(ctx, c.ClientID, int64(d.PacketID), int64(d.QoS), d.Conn, d.Seq,
+				id, int64(d.Hash), d.Pending); err != nil {
+				return fmt.Errorf("record delivery %d: %w", d.PacketID, err)
+			}
+		}
 	}
-	for i := range msgs {
-		msgs[i].ID = ids[i]
+	for _, pid := range c.Released {
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET pending = 0 WHERE client_id = ? AND packet_id = ?`,
+			c.ClientID, int64(pid)); err != nil {
+			return fmt.Errorf("release %d: %w", pid, err)
+		}
 	}
-	s.restartWAL(ctx)
+	for conn, seq := range c.Acked {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO acked (client_id, conn, seq) VALUES (?, ?, ?)
+			ON CONFLICT (client_id, conn) DO UPDATE SET seq = max(seq, excluded.seq)`, c.ClientID, conn, seq); err != nil {
+			return fmt.Errorf("record acknowledgements of connection %d: %w", conn, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions
+		(client_id, attempted, connected, epoch, uncertain) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (client_id) DO UPDATE SET
+		attempted = max(attempted, excluded.attempted), connected = max(connected, excluded.connected),
+		epoch = max(epoch, excluded.epoch), uncertain = max(uncertain, excluded.uncertain)`,
+		c.ClientID, c.Attempted, c.Connected, c.Epoch, c.Uncertain); err != nil {
+		return fmt.Errorf("record session: %w", err)
+	}
+	if c.Connected != 0 {
+		// Once a connection: forget what a new session made void, and
+		// the marks of connections no delivery refers to any more.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE client_id = ?1
+			AND conn < (SELECT epoch FROM sessions WHERE client_id = ?1)`, c.ClientID); err != nil {
+			return fmt.Errorf("forget deliveries of an ended session: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM acked WHERE client_id = ?1
+			AND conn < coalesce((SELECT min(conn) FROM deliveries WHERE client_id = ?1), ?2)`, c.ClientID, c.Connected); err != nil {
+			return fmt.Errorf("forget acknowledgement marks: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -312,20 +493,21 @@ const maxExpand = 200
 
 // List returns messages matching q, newest first.
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
+	h := s.h.Load()
 	if q.Filter == "" || !strings.ContainsAny(q.Filter, "+#") {
-		return s.listWhere(ctx, q, nil)
+		return h.listWhere(ctx, q, nil)
 	}
 	names, ok := []string(nil), false
 	if q.Filter != "#" { // matches nearly every row: the walk is best
 		var err error
-		if names, ok, err = s.topics.expand(ctx, s.r, q.Filter); err != nil {
+		if names, ok, err = h.topics.expand(ctx, h.r, q.Filter); err != nil {
 			return nil, fmt.Errorf("list messages: %w", err)
 		}
 	}
 	if !ok {
-		return s.listWhere(ctx, q, []string{matchFunc + "(?, topic)"}, q.Filter)
+		return h.listWhere(ctx, q, []string{matchFunc + "(?, topic)"}, q.Filter)
 	}
-	return s.listTopics(ctx, q, names)
+	return h.listTopics(ctx, q, names)
 }
 
 // conditions are q's time and cursor bounds as SQL, after extra.
@@ -346,7 +528,7 @@ func conditions(q store.Query, extra []string, args ...any) ([]string, []any) {
 // listWhere reads q newest first by id: for an exact filter through
 // messages_topic_id, else by walking ids down and testing each row with
 // extra.
-func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, args ...any) ([]store.Message, error) {
+func (h *handles) listWhere(ctx context.Context, q store.Query, extra []string, args ...any) ([]store.Message, error) {
 	if q.Filter != "" && extra == nil {
 		extra, args = []string{"topic = ?"}, []any{q.Filter}
 	}
@@ -356,13 +538,13 @@ func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, ar
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += " ORDER BY id DESC LIMIT ?"
-	return s.query(ctx, query, append(args, q.Limit)...)
+	return collect(h.r.QueryContext(ctx, query, append(args, q.Limit)...))
 }
 
 // listTopics reads the newest q.Limit ids of each name, keeps the newest
 // q.Limit of them all, and reads those rows: one statement, so that only
 // the rows shown leave SQLite.
-func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) ([]store.Message, error) {
+func (h *handles) listTopics(ctx context.Context, q store.Query, names []string) ([]store.Message, error) {
 	if len(names) == 0 {
 		return []store.Message{}, nil
 	}
@@ -376,11 +558,11 @@ func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) (
 	query := "SELECT " + columns + " FROM messages WHERE id IN (SELECT id FROM (" +
 		strings.TrimSuffix(strings.Repeat(arm+" UNION ALL ", len(names)), " UNION ALL ") +
 		") ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
-	stmt, err := s.stmts.get(ctx, s.r, query)
+	stmt, err := h.stmts.get(ctx, h.r, query)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
-	return s.queryOn(ctx, stmt, append(args, q.Limit)...)
+	return collect(stmt.QueryContext(ctx, append(args, q.Limit)...))
 }
 
 // stmtCache keeps the prepared statements of listTopics, whose text
@@ -429,16 +611,6 @@ func (c *stmtCache) closeLocked() error {
 	}
 	c.stmts = nil
 	return errors.Join(errs...)
-}
-
-func (s *Store) query(ctx context.Context, query string, args ...any) ([]store.Message, error) {
-	rows, err := s.r.QueryContext(ctx, query, args...)
-	return collect(rows, err)
-}
-
-func (s *Store) queryOn(ctx context.Context, stmt *sql.Stmt, args ...any) ([]store.Message, error) {
-	rows, err := stmt.QueryContext(ctx, args...)
-	return collect(rows, err)
 }
 
 func collect(rows *sql.Rows, err error) ([]store.Message, error) {
@@ -530,27 +702,66 @@ func topicNames(ctx context.Context, db *sql.DB) ([]string, error) {
 	return names, nil
 }
 
-// LatestByPacketID finds the newest row of clientID with packetID. It reads
-// through the writer connection so that it sees every committed batch.
-func (s *Store) LatestByPacketID(ctx context.Context, clientID string, packetID uint16, max int) (store.Redelivery, error) {
-	row := s.w.QueryRowContext(ctx, "SELECT "+columns+` FROM messages
-		WHERE client_id = ? AND packet_id = ? ORDER BY id DESC LIMIT 1`, clientID, int(packetID))
-	m, err := scan(row)
+// Get returns the message with id.
+func (s *Store) Get(ctx context.Context, id int64) (store.Message, error) {
+	m, err := scan(s.h.Load().r.QueryRowContext(ctx, "SELECT "+columns+" FROM messages WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.Redelivery{}, store.ErrNotFound
+		return store.Message{}, store.ErrNotFound
 	}
 	if err != nil {
-		return store.Redelivery{}, fmt.Errorf("find packet %d of %s: %w", packetID, clientID, err)
+		return store.Message{}, fmt.Errorf("get message %d: %w", id, err)
 	}
-	// Forward from the row by id ('+' keeps the planner off the
-	// client_id index, which would visit every row of the client).
-	var later int
-	err = s.w.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM messages
-		WHERE id > ? AND +client_id = ? AND qos > 0 LIMIT ?)`, m.ID, clientID, max).Scan(&later)
+	return m, nil
+}
+
+// LoadSession reads clientID's session through the writer connection, so
+// that it sees every commit.
+func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session, error) {
+	w := s.h.Load().w
+	var ses store.Session
+	err := w.QueryRowContext(ctx, `SELECT attempted, connected, epoch, uncertain
+		FROM sessions WHERE client_id = ?`, clientID).Scan(&ses.Attempted, &ses.Connected, &ses.Epoch, &ses.Uncertain)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.Session{}, nil
+	case err != nil:
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	ses.Acked = map[int64]int64{}
+	rows, err := w.QueryContext(ctx, `SELECT conn, seq FROM acked WHERE client_id = ?`, clientID)
 	if err != nil {
-		return store.Redelivery{}, fmt.Errorf("count messages of %s after %d: %w", clientID, m.ID, err)
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
 	}
-	return store.Redelivery{Message: m, Later: later}, nil
+	for rows.Next() {
+		var conn, seq int64
+		if err := rows.Scan(&conn, &seq); err != nil {
+			rows.Close()
+			return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+		}
+		ses.Acked[conn] = seq
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	rows, err = w.QueryContext(ctx, `SELECT packet_id, qos, conn, seq, message_id, hash, pending
+		FROM deliveries WHERE client_id = ? AND conn >= ?`, clientID, ses.Epoch)
+	if err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d store.Delivery
+		var pid, qos, hash int64
+		if err := rows.Scan(&pid, &qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending); err != nil {
+			return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+		}
+		d.PacketID, d.QoS, d.Hash = uint16(pid), byte(qos), uint64(hash)
+		ses.Deliveries = append(ses.Deliveries, d)
+	}
+	if err := rows.Err(); err != nil {
+		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	}
+	return ses, nil
 }
 
 // BatchIDs returns the ids of the rows stored with key, among those received
@@ -560,7 +771,7 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 	if key == 0 {
 		return nil, store.ErrNoBatchKey
 	}
-	rows, err := s.w.QueryContext(ctx, `SELECT id FROM messages
+	rows, err := s.h.Load().w.QueryContext(ctx, `SELECT id FROM messages
 		WHERE received_at >= ? AND batch_key = ? ORDER BY id`, since.UnixMicro(), key)
 	if err != nil {
 		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
@@ -582,7 +793,7 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 
 // DeleteBefore deletes at most limit of the oldest rows received before cutoff.
 func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM messages WHERE id IN
+	res, err := s.h.Load().w.ExecContext(ctx, `DELETE FROM messages WHERE id IN
 		(SELECT id FROM messages WHERE received_at < ? ORDER BY received_at LIMIT ?)`, cutoff.UnixMicro(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err)

@@ -3,9 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/storetest"
@@ -54,9 +56,10 @@ func BenchmarkListWildcard(b *testing.B)   { storetest.BenchmarkList(b, openTemp
 func BenchmarkListAll(b *testing.B)        { storetest.BenchmarkList(b, openTemp, 200000, "#") }
 func BenchmarkListExact(b *testing.B)      { storetest.BenchmarkList(b, openTemp, 200000, "a/d07/c") }
 
-// A file made by the first schema (no batch_key) keeps its rows, with key 0,
-// and takes keyed batches after Open migrates it.
-func TestMigrateAddsBatchKey(t *testing.T) {
+// A file made by the first schema keeps its rows, and what they say about
+// packet ids becomes uncertain deliveries of connection 0: the newest row
+// of each client and packet id, with QoS > 0.
+func TestMigrateKeepsWhatRowsSayOfPacketIDs(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "messages.db")
 	db, err := sql.Open("sqlite", path)
@@ -67,9 +70,9 @@ func TestMigrateAddsBatchKey(t *testing.T) {
 		t.Fatalf("first schema: %v", err)
 	}
 	if _, err := db.ExecContext(ctx, `INSERT INTO messages
-		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
-		VALUES ('old', x'', 1, 0, 0, 0, 'c', 1)`); err != nil {
-		t.Fatalf("insert old row: %v", err)
+		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES
+		('old', x'', 1, 0, 0, 0, 'c', 1), ('newer', x'', 2, 0, 0, 0, 'c', 1), ('zero', x'', 0, 0, 0, 0, 'c', 0)`); err != nil {
+		t.Fatalf("insert old rows: %v", err)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatalf("close: %v", err)
@@ -80,15 +83,104 @@ func TestMigrateAddsBatchKey(t *testing.T) {
 	}
 	defer s.Close()
 	old, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
-	if err != nil || len(old) != 1 || old[0].BatchKey != 0 {
-		t.Fatalf("old rows: %+v, err %v, want one row with key 0", old, err)
+	if err != nil || len(old) != 3 {
+		t.Fatalf("old rows: %+v, err %v, want 3", old, err)
 	}
-	msgs := []store.Message{{Topic: "new", Payload: []byte("x"), ClientID: "c", BatchKey: 7}}
-	if err := s.Insert(ctx, msgs); err != nil {
-		t.Fatalf("insert: %v", err)
+	ses, err := s.LoadSession(ctx, "c")
+	if err != nil {
+		t.Fatalf("load session: %v", err)
 	}
-	if ids, err := s.BatchIDs(ctx, 7, time.Time{}); err != nil || len(ids) != 1 || ids[0] != msgs[0].ID {
-		t.Errorf("BatchIDs(7) = %v, %v, want [%d]", ids, err, msgs[0].ID)
+	want := store.Delivery{PacketID: 1, QoS: 2, Conn: 0, Seq: 0, MessageID: old[1].ID}
+	if ses.Uncertain != 1 || len(ses.Deliveries) != 1 || ses.Deliveries[0] != want {
+		t.Errorf("session %+v, want uncertain 1 and the one delivery %+v", ses, want)
+	}
+}
+
+// A file deleted or replaced under a running store is noticed: the commit
+// that went into the old file reports store.ErrReset (nothing of it is
+// where readers look), Ping fails once, and the next commit and every
+// read use a new file at the same path.
+func TestFileDeletedOrReplacedIsOpenedAgain(t *testing.T) {
+	for _, how := range []string{"deleted", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			path := filepath.Join(dir, "messages.db")
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer s.Close()
+			if err := s.Insert(ctx, []store.Message{{Topic: "before", Payload: []byte("x")}}); err != nil {
+				t.Fatalf("insert: %v", err)
+			}
+			for _, f := range []string{path, path + "-wal", path + "-shm"} {
+				if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+					t.Fatalf("remove %s: %v", f, err)
+				}
+			}
+			if how == "replaced" {
+				other, err := Open(ctx, path)
+				if err != nil {
+					t.Fatalf("create the replacement: %v", err)
+				}
+				if err := other.Insert(ctx, []store.Message{{Topic: "other", Payload: []byte("o")}}); err != nil {
+					t.Fatalf("insert into the replacement: %v", err)
+				}
+				if err := other.Close(); err != nil {
+					t.Fatalf("close the replacement: %v", err)
+				}
+			}
+			err = s.Insert(ctx, []store.Message{{Topic: "lost", Payload: []byte("y")}})
+			if !errors.Is(err, store.ErrReset) {
+				t.Fatalf("insert after the file went: err %v, want ErrReset", err)
+			}
+			if err := s.Ping(ctx); err != nil {
+				t.Errorf("ping after reopening: %v", err)
+			}
+			if err := s.Insert(ctx, []store.Message{{Topic: "after", Payload: []byte("z")}}); err != nil {
+				t.Fatalf("insert into the new file: %v", err)
+			}
+			got, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
+			if err != nil {
+				t.Fatalf("list: %v", err)
+			}
+			want := []string{"after"}
+			if how == "replaced" {
+				want = []string{"after", "other"}
+			}
+			var topics []string
+			for _, m := range got {
+				topics = append(topics, m.Topic)
+			}
+			if fmt.Sprint(topics) != fmt.Sprint(want) {
+				t.Errorf("topics %v, want %v", topics, want)
+			}
+		})
+	}
+}
+
+// Ping notices a deleted file by itself, opens the path again and then
+// answers.
+func TestPingNoticesDeletedFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messages.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer s.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrReset) {
+		t.Fatalf("ping after delete: %v, want ErrReset", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping after reopening: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the file was not created again: %v", err)
 	}
 }
 

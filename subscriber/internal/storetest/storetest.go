@@ -88,8 +88,10 @@ func Run(t *testing.T, o Opener) {
 	t.Run("ManyTopics", func(t *testing.T) { testManyTopics(t, o) })
 	t.Run("TimeRange", func(t *testing.T) { testTimeRange(t, o) })
 	t.Run("Paging", func(t *testing.T) { testPaging(t, o) })
-	t.Run("LatestByPacketID", func(t *testing.T) { testLatestByPacketID(t, o) })
 	t.Run("BatchIDs", func(t *testing.T) { testBatchIDs(t, o) })
+	t.Run("Get", func(t *testing.T) { testGet(t, o) })
+	t.Run("Session", func(t *testing.T) { testSession(t, o) })
+	t.Run("SessionEpoch", func(t *testing.T) { testSessionEpoch(t, o) })
 	t.Run("DeleteBefore", func(t *testing.T) { testDeleteBefore(t, o) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t, o).Ping(context.Background()); err != nil {
@@ -340,35 +342,6 @@ func testPaging(t *testing.T, o Opener) {
 	}
 }
 
-func testLatestByPacketID(t *testing.T, o Opener) {
-	s := open(t, o)
-	ctx := context.Background()
-	mk := func(client string, id uint16, payload string, qos byte) store.Message {
-		return store.Message{Topic: "d", Payload: []byte(payload), QoS: qos, ReceivedAt: base, ClientID: client, PacketID: id}
-	}
-	if _, err := s.LatestByPacketID(ctx, "a", 1, 10); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("empty store: err = %v, want ErrNotFound", err)
-	}
-	mustInsert(t, s, mk("a", 1, "old", 1), mk("a", 2, "x", 1), mk("b", 1, "other client", 1))
-	mustInsert(t, s, mk("a", 1, "new", 1), mk("a", 3, "y", 1), mk("a", 0, "qos0", 0), mk("a", 4, "z", 2))
-	r, err := s.LatestByPacketID(ctx, "a", 1, 10)
-	if err != nil {
-		t.Fatalf("lookup: %v", err)
-	}
-	if string(r.Message.Payload) != "new" || r.Later != 2 {
-		t.Errorf("got payload %q later %d, want %q later 2 (QoS 0 not counted)", r.Message.Payload, r.Later, "new")
-	}
-	if r, err := s.LatestByPacketID(ctx, "a", 1, 1); err != nil || r.Later != 1 {
-		t.Errorf("bounded count: later %d err %v, want 1 nil", r.Later, err)
-	}
-	if r, err := s.LatestByPacketID(ctx, "b", 1, 10); err != nil || string(r.Message.Payload) != "other client" || r.Later != 0 {
-		t.Errorf("client b: got %q later %d err %v", r.Message.Payload, r.Later, err)
-	}
-	if _, err := s.LatestByPacketID(ctx, "a", 9, 10); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("unknown packet: err = %v, want ErrNotFound", err)
-	}
-}
-
 // testBatchIDs checks that the rows of one Insert can be found by its key,
 // which is how a writer settles a commit whose outcome it did not learn.
 func testBatchIDs(t *testing.T, o Opener) {
@@ -421,6 +394,113 @@ func testBatchIDs(t *testing.T, o Opener) {
 	}
 	if ids, err := s.BatchIDs(ctx, 0, base); !errors.Is(err, store.ErrNoBatchKey) {
 		t.Errorf("key 0: got %v, %v, want ErrNoBatchKey", ids, err)
+	}
+}
+
+func testGet(t *testing.T, o Opener) {
+	s := open(t, o)
+	in := mustInsert(t, s, msg("a", 0), msg("b", time.Second))
+	got, err := s.Get(context.Background(), in[1].ID)
+	if err != nil || got.ID != in[1].ID || got.Topic != "b" || string(got.Payload) != "p:b" {
+		t.Errorf("Get(%d) = %+v, %v, want b", in[1].ID, got, err)
+	}
+	if _, err := s.Get(context.Background(), in[1].ID+100); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get of a missing id: err %v, want ErrNotFound", err)
+	}
+}
+
+// testSession checks that a client's session state goes in with the
+// messages of a Commit and comes back whole: upserts by packet id,
+// releases, acknowledgement marks that only rise, session fields that only
+// rise, the last batch key, and one client's state apart from another's.
+func testSession(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	if ses, err := s.LoadSession(ctx, "a"); err != nil || ses.Attempted != 0 || len(ses.Deliveries) != 0 {
+		t.Fatalf("unknown client: %+v, %v, want the zero session", ses, err)
+	}
+	c := &store.Commit{
+		Messages: []store.Message{msg("x", 0), msg("y", 0)},
+		ClientID: "a",
+		Deliveries: []store.CommitDelivery{
+			{Delivery: store.Delivery{PacketID: 1, QoS: 1, Conn: 3, Seq: 1, Hash: 1 << 63}, Message: 0},
+			{Delivery: store.Delivery{PacketID: 2, QoS: 2, Conn: 3, Seq: 2, Hash: 42, Pending: true}, Message: 1},
+			{Delivery: store.Delivery{PacketID: 65535, QoS: 2, Conn: 3, Seq: 3, MessageID: 99, Pending: true}, Message: -1},
+		},
+		Acked:     map[int64]int64{3: 1},
+		Attempted: 3, Connected: 3, Epoch: 2,
+	}
+	if err := s.Commit(ctx, c); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if c.Messages[0].ID == 0 || c.Messages[1].ID <= c.Messages[0].ID {
+		t.Fatalf("ids %d %d, want increasing", c.Messages[0].ID, c.Messages[1].ID)
+	}
+	// Another client's state does not mix in.
+	if err := s.Commit(ctx, &store.Commit{ClientID: "b", Attempted: 9,
+		Deliveries: []store.CommitDelivery{{Delivery: store.Delivery{PacketID: 1, QoS: 1, Conn: 9, Seq: 1}, Message: -1}}}); err != nil {
+		t.Fatalf("commit of b: %v", err)
+	}
+	// Marks and fields only rise; an upsert replaces; a release clears
+	// Pending.
+	if err := s.Commit(ctx, &store.Commit{ClientID: "a",
+		Deliveries: []store.CommitDelivery{{Delivery: store.Delivery{PacketID: 1, QoS: 1, Conn: 4, Seq: 7, MessageID: 5, Hash: 8}, Message: -1}},
+		Released:   []uint16{2},
+		Acked:      map[int64]int64{3: 0, 4: 6},
+		Attempted:  4, Connected: 1, Uncertain: 2,
+	}); err != nil {
+		t.Fatalf("second commit: %v", err)
+	}
+	ses, err := s.LoadSession(ctx, "a")
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	want := store.Session{Attempted: 4, Connected: 3, Epoch: 2, Uncertain: 2, Acked: map[int64]int64{3: 1, 4: 6}}
+	if ses.Attempted != want.Attempted || ses.Connected != want.Connected || ses.Epoch != want.Epoch ||
+		ses.Uncertain != want.Uncertain || fmt.Sprint(ses.Acked) != fmt.Sprint(want.Acked) {
+		t.Errorf("session = %+v,\nwant %+v", ses, want)
+	}
+	byID := map[uint16]store.Delivery{}
+	for _, d := range ses.Deliveries {
+		byID[d.PacketID] = d
+	}
+	wantD := map[uint16]store.Delivery{
+		1:     {PacketID: 1, QoS: 1, Conn: 4, Seq: 7, MessageID: 5, Hash: 8},
+		2:     {PacketID: 2, QoS: 2, Conn: 3, Seq: 2, MessageID: c.Messages[1].ID, Hash: 42},
+		65535: {PacketID: 65535, QoS: 2, Conn: 3, Seq: 3, MessageID: 99, Pending: true},
+	}
+	if len(byID) != len(wantD) {
+		t.Errorf("deliveries %+v, want %+v", ses.Deliveries, wantD)
+	}
+	for id, w := range wantD {
+		if byID[id] != w {
+			t.Errorf("delivery %d = %+v, want %+v", id, byID[id], w)
+		}
+	}
+	if ses, err := s.LoadSession(ctx, "b"); err != nil || ses.Attempted != 9 || len(ses.Deliveries) != 1 {
+		t.Errorf("session of b = %+v, %v, want attempted 9 and one delivery", ses, err)
+	}
+}
+
+// testSessionEpoch checks that a new broker session (a higher Epoch,
+// recorded with Connected) voids the deliveries of earlier connections.
+func testSessionEpoch(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	if err := s.Commit(ctx, &store.Commit{ClientID: "a", Attempted: 1, Connected: 1, Epoch: 1,
+		Deliveries: []store.CommitDelivery{{Delivery: store.Delivery{PacketID: 1, QoS: 2, Conn: 1, Seq: 1, Pending: true}, Message: -1}},
+		Acked:      map[int64]int64{1: 1}}); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := s.Commit(ctx, &store.Commit{ClientID: "a", Attempted: 2, Connected: 2, Epoch: 2}); err != nil {
+		t.Fatalf("commit of the new session: %v", err)
+	}
+	ses, err := s.LoadSession(ctx, "a")
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if ses.Epoch != 2 || len(ses.Deliveries) != 0 {
+		t.Errorf("after a new session: epoch %d, deliveries %+v, want 2 and none", ses.Epoch, ses.Deliveries)
 	}
 }
 

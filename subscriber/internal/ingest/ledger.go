@@ -1,0 +1,231 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+)
+
+// A verdict is what the writer does with an arrival.
+type verdict int
+
+const (
+	fresh     verdict = iota // a new message: store it
+	redundant                // the broker sent a stored message again: acknowledge only
+	ambiguous                // MQTT 3.1.1 cannot tell: store it with duplicate: true
+)
+
+func (v verdict) String() string {
+	return [...]string{"fresh", "redundant", "ambiguous"}[v]
+}
+
+// record is what the writer knows of the latest delivery of one packet id
+// in the broker session.
+type record struct {
+	store.Delivery
+	live    bool     // it arrived in this process (else it was loaded)
+	ackSent bool     // its acknowledgement was handed to Paho
+	a       *arrival // the arrival itself, until its row is committed
+}
+
+// ledger is the writer's knowledge of the broker session: the latest
+// delivery of every packet id and how far each connection's
+// acknowledgements are known to have reached the broker. Only the writer
+// goroutine uses it. See docs/delivery.md for why each verdict is right.
+type ledger struct {
+	epoch     int64 // records of earlier connections are void
+	uncertain int64 // records of earlier connections may belong to a session the broker dropped
+	lastConn  int64 // the newest connection an arrival came on
+	ids       map[uint16]*record
+	acked     map[int64]int64 // connection: highest seq whose acknowledgement the broker processed
+}
+
+func newLedger(s store.Session) *ledger {
+	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: map[uint16]*record{}, acked: map[int64]int64{}}
+	for conn, seq := range s.Acked {
+		l.acked[conn] = seq
+	}
+	for _, d := range s.Deliveries {
+		if d.Conn >= l.epoch {
+			l.ids[d.PacketID] = &record{Delivery: d}
+		}
+	}
+	return l
+}
+
+// contentHash identifies a message's content: its topic and payload.
+func contentHash(topic string, payload []byte) uint64 {
+	d := xxhash.New()
+	var n [binary.MaxVarintLen64]byte
+	_, _ = d.Write(n[:binary.PutUvarint(n[:], uint64(len(topic)))])
+	_, _ = d.WriteString(topic)
+	_, _ = d.Write(payload)
+	return d.Sum64()
+}
+
+// judgement is the verdict on one arrival and the state it leaves.
+type judgement struct {
+	v   verdict
+	rec *record // the packet id's record after this arrival (nil for QoS 0)
+}
+
+// view is the ledger as a batch being prepared sees it: the ledger with
+// the batch's own changes on top, which become the ledger's only once the
+// batch is committed.
+type view struct {
+	l     *ledger
+	ids   map[uint16]*record
+	acked map[int64]int64
+}
+
+func (l *ledger) view() *view {
+	return &view{l: l, ids: map[uint16]*record{}, acked: map[int64]int64{}}
+}
+
+func (v *view) record(id uint16) *record {
+	if r, ok := v.ids[id]; ok {
+		return r
+	}
+	r := v.l.ids[id]
+	if r != nil && r.Conn < v.l.epoch {
+		return nil
+	}
+	return r
+}
+
+func (v *view) ackedSeq(conn int64) int64 {
+	return max(v.l.acked[conn], v.acked[conn])
+}
+
+// apply makes the batch's changes the ledger's.
+func (v *view) apply() {
+	for id, r := range v.ids {
+		v.l.ids[id] = r
+	}
+	for conn, seq := range v.acked {
+		v.l.acked[conn] = max(v.l.acked[conn], seq)
+	}
+}
+
+// getter reads a stored message, to compare contents exactly.
+type getter func(ctx context.Context, id int64) (store.Message, error)
+
+// judge decides about a, the next arrival of the batch, and records it in
+// the view.
+func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, error) {
+	if a.msg.QoS == 0 {
+		return judgement{v: fresh}, nil
+	}
+	conn := a.wire.num
+	if conn > v.l.lastConn {
+		v.l.lastConn = conn
+		if !a.wire.present.Load() {
+			// A new broker session: what came before is void.
+			v.l.epoch = conn
+			clear(v.ids)
+		}
+	}
+	r := v.record(a.msg.PacketID)
+	verdict, err := v.verdict(ctx, get, a, r)
+	if err != nil {
+		return judgement{}, err
+	}
+	if !a.dup && r != nil && r.Conn == conn && r.ackSent {
+		// The broker gave the id of an acknowledged delivery of this
+		// connection to a new message: it processed that acknowledgement,
+		// and the ones before it.
+		v.acked[conn] = max(v.acked[conn], r.Seq)
+	}
+	next := &record{live: true, a: a, Delivery: store.Delivery{
+		PacketID: a.msg.PacketID, QoS: a.msg.QoS, Conn: conn, Seq: a.seq,
+		Hash: a.hash, Pending: a.msg.QoS == 2,
+	}}
+	if verdict == redundant {
+		// The same message again, acknowledged on this connection now.
+		next.MessageID, next.Hash, next.Pending, next.a = r.MessageID, r.Hash, r.Pending, r.a
+	}
+	v.ids[a.msg.PacketID] = next
+	return judgement{v: verdict, rec: next}, nil
+}
+
+// verdict applies the rules of docs/delivery.md to arrival a, whose packet
+// id's record is r (nil: none in this broker session).
+func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (verdict, error) {
+	if r == nil {
+		return fresh, nil
+	}
+	pendingQoS2 := a.msg.QoS == 2 && r.QoS == 2 && r.Pending
+	switch {
+	case pendingQoS2:
+		// Until the PUBREL is committed, a PUBLISH with this id is the
+		// same message (section 4.3.3), whatever its DUP flag.
+	case !a.dup:
+		// A first attempt (section 3.3.1.1): a new message.
+		return fresh, nil
+	case r.QoS != a.msg.QoS, r.QoS == 2:
+		// A resend keeps its QoS; a released QoS 2 id is free again.
+		return fresh, nil
+	case r.Conn == a.wire.num:
+		// Resent on the connection that brought it (a broker that
+		// redelivers after a timeout): no new message can have taken
+		// the id on this connection without arriving first.
+		return v.sameContent(ctx, get, a, r, redundant)
+	}
+	if r.Conn < v.l.uncertain {
+		// The broker may have dropped that session without our knowing.
+		return v.sameContent(ctx, get, a, r, ambiguous)
+	}
+	if pendingQoS2 {
+		return v.sameContent(ctx, get, a, r, redundant)
+	}
+	if r.live && !r.ackSent {
+		// Its acknowledgement never left: the broker cannot have given
+		// the id to another message.
+		return v.sameContent(ctx, get, a, r, redundant)
+	}
+	if v.ackedSeq(r.Conn) >= r.Seq {
+		// The broker processed its acknowledgement: the id was free, and
+		// this is another message.
+		return fresh, nil
+	}
+	// Its acknowledgement may or may not have reached the broker before
+	// the connection ended: a redelivery of it, or a new message that
+	// took the free id and whose first delivery was lost. Section 4.3.2
+	// gives no way to tell.
+	return v.sameContent(ctx, get, a, r, ambiguous)
+}
+
+// sameContent returns v when a has the content of r's message, else fresh:
+// a redelivery carries the topic and payload it had.
+func (v *view) sameContent(ctx context.Context, get getter, a *arrival, r *record, verdict verdict) (verdict, error) {
+	if r.Hash != 0 && r.Hash != a.hash {
+		return fresh, nil
+	}
+	if r.a != nil {
+		if r.a.msg.Topic == a.msg.Topic && bytes.Equal(r.a.msg.Payload, a.msg.Payload) {
+			return verdict, nil
+		}
+		return fresh, nil
+	}
+	if r.MessageID == 0 {
+		return fresh, nil
+	}
+	m, err := get(ctx, r.MessageID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Gone (retention, a store set up again): not stored any more.
+		return fresh, nil
+	case err != nil:
+		return fresh, fmt.Errorf("read message %d to compare with a redelivery: %w", r.MessageID, err)
+	}
+	if m.Topic == a.msg.Topic && bytes.Equal(m.Payload, a.msg.Payload) {
+		return verdict, nil
+	}
+	return fresh, nil
+}

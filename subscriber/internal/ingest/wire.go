@@ -1,0 +1,325 @@
+package ingest
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// MQTT control packet types (the high nibble of the first byte).
+const (
+	typeConnack  = 2
+	typePuback   = 4
+	typePubrec   = 5
+	typePubcomp  = 7
+	typePingreq  = 12
+	typePingresp = 13
+)
+
+// wire is the network connection the subscriber gives Paho. It follows the
+// MQTT packets that pass in both directions, for what Paho does not tell:
+//
+//   - the CONNACK: its session-present flag, recorded (through onConnack)
+//     before Paho sees it, so before anything of the connection happens;
+//   - PUBCOMP: Paho answers a PUBREL with PUBCOMP at once, but the release
+//     of the packet id must be committed first (MQTT 3.1.1 section 4.3.3:
+//     until then a PUBLISH with that id is the same message again). A
+//     PUBCOMP is held back and asked of the writer (releases), which lets
+//     it go (release) after the commit;
+//   - acknowledgements the broker has processed: a PINGREQ written after
+//     n PUBACK and PUBREC packets is answered after the broker has read
+//     them, so its PINGRESP confirms them. The writer asks for such a
+//     barrier after it acknowledges a batch (barrier), and learns how far
+//     acknowledgements are confirmed (confirmed).
+//
+// Paho writes each packet with one Write call; the framing here does not
+// rely on it.
+type wire struct {
+	net.Conn
+	num       int64 // the connection's number, unique across restarts
+	r         *bufio.Reader
+	onConnack func(w *wire, rc byte, present bool) error
+	wake      func() // tells the writer that there is a release or a confirmation
+
+	seq     atomic.Int64 // arrivals numbered in order (the handler's)
+	present atomic.Bool  // CONNACK said session present
+	broken  atomic.Bool  // closed, or a read or write failed
+
+	in framer // inbound, on Paho's reader goroutine only
+
+	mu      sync.Mutex
+	out     framer
+	held    map[uint16]int // PUBCOMPs held back, by packet id
+	asked   []uint16       // releases not yet taken by the writer
+	acks    int64          // PUBACK and PUBREC packets written
+	pings   []int64        // acks written before each PINGREQ still unanswered
+	want    int64          // acks the writer wants confirmed
+	late    []byte         // packets to write at the next packet boundary
+	sent    []int64        // the seq of each acknowledgement the writer made, from offset on
+	offset  int64          // acknowledgements before sent[0]
+	confSeq int64          // the seq of the last confirmed acknowledgement
+}
+
+func newWire(nc net.Conn, num int64, onConnack func(*wire, byte, bool) error, wake func()) *wire {
+	return &wire{
+		Conn: nc, num: num, r: bufio.NewReaderSize(nc, 16<<10),
+		onConnack: onConnack, wake: wake, held: map[uint16]int{},
+	}
+}
+
+// Read reads through a buffer (Paho reads a packet in several small reads)
+// and follows the packets read.
+func (w *wire) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	for rest := p[:n]; len(rest) > 0; {
+		k, end, ferr := w.in.next(rest)
+		rest = rest[k:]
+		if ferr != nil {
+			w.broken.Store(true)
+			return n, ferr
+		}
+		if !end {
+			continue
+		}
+		switch w.in.kind() {
+		case typeConnack:
+			flags, rc := w.in.head[0], w.in.head[1]
+			w.present.Store(flags&1 == 1)
+			if herr := w.onConnack(w, rc, flags&1 == 1); herr != nil {
+				w.broken.Store(true)
+				return 0, herr
+			}
+		case typePingresp:
+			w.answered()
+		}
+	}
+	if err != nil {
+		w.broken.Store(true)
+	}
+	return n, err
+}
+
+// answered takes a PINGRESP: the oldest unanswered PINGREQ confirms the
+// acknowledgements written before it.
+func (w *wire) answered() {
+	w.mu.Lock()
+	if len(w.pings) == 0 {
+		w.mu.Unlock()
+		return
+	}
+	n := w.pings[0]
+	w.pings = w.pings[1:]
+	// The writer records an acknowledgement just after handing it to
+	// Paho, which may write it first: only the recorded ones count.
+	k := min(n-w.offset, int64(len(w.sent)))
+	moved := k > 0
+	if moved {
+		w.confSeq = w.sent[k-1]
+		w.sent = w.sent[k:]
+		w.offset += k
+	}
+	w.ping()
+	w.mu.Unlock()
+	if moved {
+		w.wake()
+	}
+}
+
+// Write passes Paho's packets on, but for PUBCOMPs, which it holds back.
+func (w *wire) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []byte // nil while p goes out whole
+	kept, asked := 0, false
+	for pos := 0; pos < len(p); {
+		k, end, err := w.out.next(p[pos:])
+		if err != nil {
+			w.broken.Store(true)
+			return 0, err
+		}
+		if w.out.kind() == typePubcomp {
+			out = append(out, p[kept:pos]...)
+			kept = pos + k
+		}
+		pos += k
+		if !end {
+			continue
+		}
+		switch w.out.kind() {
+		case typePubcomp:
+			id := uint16(w.out.head[0])<<8 | uint16(w.out.head[1])
+			w.held[id]++
+			w.asked = append(w.asked, id)
+			asked = true
+		case typePuback, typePubrec:
+			w.acks++
+		case typePingreq:
+			w.pings = append(w.pings, w.acks)
+		}
+	}
+	if kept == 0 {
+		out = p
+	} else {
+		out = append(out, p[kept:]...)
+	}
+	if len(out) > 0 {
+		if _, err := w.Conn.Write(out); err != nil {
+			w.broken.Store(true)
+			return 0, err
+		}
+	}
+	if w.out.between() && len(w.late) > 0 {
+		late := w.late
+		w.late = nil
+		w.writeLate(late)
+	}
+	w.ping()
+	if asked {
+		w.wake()
+	}
+	return len(p), nil
+}
+
+// writeLate writes b now if the stream is between packets, else after the
+// packet being written. Callers hold mu.
+func (w *wire) writeLate(b []byte) {
+	if !w.out.between() {
+		w.late = append(w.late, b...)
+		return
+	}
+	if _, err := w.Conn.Write(b); err != nil {
+		w.broken.Store(true)
+	}
+}
+
+// ping writes a PINGREQ when the writer wants acknowledgements confirmed
+// that are written and not yet covered by an unanswered PINGREQ. Callers
+// hold mu.
+func (w *wire) ping() {
+	if w.want <= w.offset || w.acks < w.want || len(w.pings) > 0 && w.pings[len(w.pings)-1] >= w.want {
+		return
+	}
+	w.pings = append(w.pings, w.acks)
+	w.writeLate([]byte{typePingreq << 4, 0})
+}
+
+// acked records that the writer acknowledged the arrival seq (in order).
+func (w *wire) acked(seq int64) {
+	w.mu.Lock()
+	w.sent = append(w.sent, seq)
+	w.mu.Unlock()
+}
+
+// barrier asks for every acknowledgement made so far to be confirmed.
+func (w *wire) barrier() {
+	w.mu.Lock()
+	w.want = w.offset + int64(len(w.sent))
+	w.ping()
+	w.mu.Unlock()
+}
+
+// confirmed returns the seq of the last arrival whose acknowledgement the
+// broker is known to have processed (0: none).
+func (w *wire) confirmed() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.confSeq
+}
+
+// releases returns the packet ids whose PUBREL arrived since the last call.
+func (w *wire) releases() []uint16 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := w.asked
+	w.asked = nil
+	return ids
+}
+
+// release sends the PUBCOMPs held back for ids, whose releases are
+// committed.
+func (w *wire) release(ids []uint16) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		for ; w.held[id] > 0; w.held[id]-- {
+			w.writeLate([]byte{typePubcomp << 4, 2, byte(id >> 8), byte(id)})
+		}
+		delete(w.held, id)
+	}
+}
+
+// closed reports whether the connection is closed or failed: an
+// acknowledgement given to Paho now would not be sent.
+func (w *wire) closed() bool { return w.broken.Load() }
+
+func (w *wire) Close() error {
+	w.broken.Store(true)
+	err := w.Conn.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// framer follows the packets of one direction of an MQTT stream.
+type framer struct {
+	header byte
+	state  uint8 // 0: before a packet; 1: in its remaining length; 2: in its body
+	shift  uint
+	length int
+	left   int
+	head   [2]byte // the first bytes of the body
+	got    int
+}
+
+var errMalformed = errors.New("malformed MQTT packet length")
+
+// next takes from p the bytes of the current packet, up to its end: it
+// returns how many, and whether they ended the packet (kind and head then
+// describe it until the next call).
+func (f *framer) next(p []byte) (n int, end bool, err error) {
+	for n < len(p) {
+		switch f.state {
+		case 0:
+			f.header, f.state, f.shift, f.length, f.got = p[n], 1, 0, 0, 0
+			n++
+		case 1:
+			b := p[n]
+			n++
+			f.length |= int(b&0x7f) << f.shift
+			f.shift += 7
+			if b&0x80 != 0 {
+				if f.shift >= 28 {
+					return n, false, errMalformed
+				}
+				continue
+			}
+			if f.length == 0 {
+				f.state = 0
+				return n, true, nil
+			}
+			f.state, f.left = 2, f.length
+		case 2:
+			k := min(f.left, len(p)-n)
+			for i := 0; i < k && f.got < len(f.head); i++ {
+				f.head[f.got] = p[n+i]
+				f.got++
+			}
+			n += k
+			f.left -= k
+			if f.left == 0 {
+				f.state = 0
+				return n, true, nil
+			}
+		}
+	}
+	return n, false, nil
+}
+
+// kind is the type of the packet being (or last) framed.
+func (f *framer) kind() byte { return f.header >> 4 }
+
+// between reports whether the stream is between two packets.
+func (f *framer) between() bool { return f.state == 0 }
