@@ -356,7 +356,7 @@ func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, ar
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += " ORDER BY id DESC LIMIT ?"
-	return s.query(ctx, query, append(args, q.Limit)...)
+	return s.query(ctx, q.MaxBytes, query, append(args, q.Limit)...)
 }
 
 // listTopics reads the newest q.Limit ids of each name, keeps the newest
@@ -380,7 +380,7 @@ func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) (
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
-	return s.queryOn(ctx, stmt, append(args, q.Limit)...)
+	return s.queryOn(ctx, q.MaxBytes, stmt, append(args, q.Limit)...)
 }
 
 // stmtCache keeps the prepared statements of listTopics, whose text
@@ -431,28 +431,32 @@ func (c *stmtCache) closeLocked() error {
 	return errors.Join(errs...)
 }
 
-func (s *Store) query(ctx context.Context, query string, args ...any) ([]store.Message, error) {
+func (s *Store) query(ctx context.Context, maxBytes int64, query string, args ...any) ([]store.Message, error) {
 	rows, err := s.r.QueryContext(ctx, query, args...)
-	return collect(rows, err)
+	return collect(rows, err, maxBytes)
 }
 
-func (s *Store) queryOn(ctx context.Context, stmt *sql.Stmt, args ...any) ([]store.Message, error) {
+func (s *Store) queryOn(ctx context.Context, maxBytes int64, stmt *sql.Stmt, args ...any) ([]store.Message, error) {
 	rows, err := stmt.QueryContext(ctx, args...)
-	return collect(rows, err)
+	return collect(rows, err, maxBytes)
 }
 
-func collect(rows *sql.Rows, err error) ([]store.Message, error) {
+// collect reads rows until maxBytes of payload (0: all of them). SQLite
+// steps through a result lazily, so the rows after the stop are never read.
+func collect(rows *sql.Rows, err error, maxBytes int64) ([]store.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	defer rows.Close()
 	msgs := []store.Message{}
-	for rows.Next() {
+	var total int64
+	for (maxBytes <= 0 || total < maxBytes) && rows.Next() {
 		m, err := scan(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list messages: %w", err)
 		}
 		msgs = append(msgs, m)
+		total += int64(len(m.Payload))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

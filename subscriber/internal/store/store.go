@@ -38,6 +38,29 @@ type Query struct {
 	Until  time.Time // exclusive; zero means unbounded
 	Before int64     // only ids <= Before; zero means unbounded
 	Limit  int       // at most this many rows
+
+	// MaxBytes, when > 0, bounds the payload bytes read: a row is
+	// returned only while the payloads of the rows before it total less
+	// than MaxBytes, so the result ends with the row that reaches it. The
+	// first row is returned however large it is.
+	MaxBytes int64
+}
+
+// PayloadBytes is the total payload of msgs, the measure of
+// Query.MaxBytes.
+func PayloadBytes(msgs []Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += int64(len(m.Payload))
+	}
+	return n
+}
+
+// Full reports whether rows, the answer to q, stopped at one of q's bounds
+// (Limit or MaxBytes) rather than at the last matching row: only then may
+// more rows follow.
+func Full(q Query, rows []Message) bool {
+	return len(rows) >= q.Limit || q.MaxBytes > 0 && PayloadBytes(rows) >= q.MaxBytes
 }
 
 // Redelivery is what a store knows about an earlier delivery with the same
