@@ -310,7 +310,7 @@ func scan(row scanner) (store.Message, error) {
 // soon.
 const maxExpand = 200
 
-// List returns messages matching q, newest first.
+// List returns messages matching q, newest first (oldest first with q.Oldest).
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
 	if q.Filter == "" || !strings.ContainsAny(q.Filter, "+#") {
 		return s.listWhere(ctx, q, nil)
@@ -340,10 +340,21 @@ func conditions(q store.Query, extra []string, args ...any) ([]string, []any) {
 	if q.Before > 0 {
 		where, args = append(where, "id <= ?"), append(args, q.Before)
 	}
+	if q.After > 0 {
+		where, args = append(where, "id > ?"), append(args, q.After)
+	}
 	return where, args
 }
 
-// listWhere reads q newest first by id: for an exact filter through
+// order is the ORDER BY direction of q.
+func order(q store.Query) string {
+	if q.Oldest {
+		return "ASC"
+	}
+	return "DESC"
+}
+
+// listWhere reads q in id order: for an exact filter through
 // messages_topic_id, else by walking ids down and testing each row with
 // extra.
 func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, args ...any) ([]store.Message, error) {
@@ -355,19 +366,20 @@ func (s *Store) listWhere(ctx context.Context, q store.Query, extra []string, ar
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY id DESC LIMIT ?"
+	query += " ORDER BY id " + order(q) + " LIMIT ?"
 	return s.query(ctx, q.MaxBytes, query, append(args, q.Limit)...)
 }
 
-// listTopics reads the newest q.Limit ids of each name, keeps the newest
-// q.Limit of them all, and reads those rows: one statement, so that only
+// listTopics reads the first q.Limit ids of each name (newest, or oldest
+// with q.Oldest), keeps the first q.Limit of them all, and reads those rows: one statement, so that only
 // the rows shown leave SQLite.
 func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) ([]store.Message, error) {
 	if len(names) == 0 {
 		return []store.Message{}, nil
 	}
 	where, condArgs := conditions(q, []string{"topic = ?"}, "")
-	arm := "SELECT id FROM (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") + " ORDER BY id DESC LIMIT " + strconv.Itoa(q.Limit) + ")"
+	dir := order(q)
+	arm := "SELECT id FROM (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") + " ORDER BY id " + dir + " LIMIT " + strconv.Itoa(q.Limit) + ")"
 	args := make([]any, 0, len(names)*(len(condArgs)+1)+1)
 	for _, name := range names {
 		condArgs[0] = name
@@ -375,7 +387,7 @@ func (s *Store) listTopics(ctx context.Context, q store.Query, names []string) (
 	}
 	query := "SELECT " + columns + " FROM messages WHERE id IN (SELECT id FROM (" +
 		strings.TrimSuffix(strings.Repeat(arm+" UNION ALL ", len(names)), " UNION ALL ") +
-		") ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+		") ORDER BY id " + dir + " LIMIT ?) ORDER BY id " + dir
 	stmt, err := s.stmts.get(ctx, s.r, query)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

@@ -31,13 +31,17 @@ type Message struct {
 	BatchKey int64
 }
 
-// Query selects stored messages, newest first.
+// Query selects stored messages, newest first (oldest first with Oldest).
 type Query struct {
 	Filter string    // a valid MQTT topic filter
 	Since  time.Time // inclusive; zero means unbounded
 	Until  time.Time // exclusive; zero means unbounded
 	Before int64     // only ids <= Before; zero means unbounded
+	After  int64     // only ids > After; zero means unbounded
 	Limit  int       // at most this many rows
+	// Oldest lists the oldest rows first, in ascending ids: with After,
+	// the rows that follow a position, as a stream's replay reads them.
+	Oldest bool
 
 	// MaxBytes, when > 0, bounds the payload bytes read: a row is
 	// returned only while the payloads of the rows before it total less
@@ -83,7 +87,8 @@ var ErrNoBatchKey = errors.New("batch key 0 names no batch")
 type Store interface {
 	// Insert stores msgs in one transaction, in order, and sets their IDs.
 	Insert(ctx context.Context, msgs []Message) error
-	// List returns at most q.Limit messages matching q, newest first.
+	// List returns at most q.Limit messages matching q, newest first
+	// (oldest first with q.Oldest).
 	List(ctx context.Context, q Query) ([]Message, error)
 	// LatestByPacketID returns the newest message stored by clientID with
 	// packetID, counting later messages of that client up to max; it
