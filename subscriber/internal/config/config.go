@@ -43,9 +43,9 @@ type Config struct {
 	PublisherURL string `envconfig:"PUBLISHER_URL"`
 	// APIToken, when set, is the bearer token every endpoint but
 	// /healthz, /readyz, /metrics and the console's files needs.
-	APIToken string `envconfig:"API_TOKEN"`
-	LogFormat    string `envconfig:"LOG_FORMAT" default:"text"`
-	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
+	APIToken  string `envconfig:"API_TOKEN"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 
 	// Derived by Load.
 	Topics   []string    `ignored:"true"`
