@@ -133,6 +133,20 @@ func TestConsoleConfig(t *testing.T) {
 	}
 }
 
+func TestConsoleConfigTokenRequired(t *testing.T) {
+	for _, required := range []bool{false, true} {
+		srv := httptest.NewServer(Handler(Config{TokenRequired: required}))
+		_, body := get(t, http.MethodGet, srv.URL+PathConfig)
+		srv.Close()
+		var got struct {
+			TokenRequired *bool `json:"token_required"`
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil || got.TokenRequired == nil || *got.TokenRequired != required {
+			t.Errorf("config %q, want token_required %v", body, required)
+		}
+	}
+}
+
 func TestConsoleRefuses(t *testing.T) {
 	srv := httptest.NewServer(Handler(Config{}))
 	defer srv.Close()
