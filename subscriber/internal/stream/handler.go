@@ -244,6 +244,9 @@ func (s *sse) replayBatch(ctx context.Context, rp *replay) (more bool, err error
 	release := s.held
 	s.held = nil
 	if release == nil {
+		if rp.finished() {
+			return false, nil // no turn to wait for
+		}
 		if release, err = acquire(ctx, s.gate, true); err != nil {
 			return false, err
 		}

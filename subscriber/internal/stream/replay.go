@@ -65,6 +65,9 @@ func (r *replay) next(ctx context.Context, last int64) ([]store.Message, error) 
 	return r.read(ctx, last)
 }
 
+// finished reports whether next has nothing more to return.
+func (r *replay) finished() bool { return r.first == nil && r.done }
+
 func (r *replay) read(ctx context.Context, after int64) ([]store.Message, error) {
 	q := store.Query{Filter: r.filter, After: after, Limit: r.page, MaxBytes: r.maxBytes, Oldest: true}
 	rows, err := r.src.List(ctx, q)
