@@ -280,6 +280,119 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 }
 
+// With API_TOKEN set the console asks for the token before it reads
+// anything, asks again when the subscriber refuses it, then shows the
+// stored messages and the live ones. The token stays in the tab's
+// sessionStorage (a reload keeps it) and out of every URL; the stream
+// resumes by itself after the subscriber restarts; "Forget token" asks
+// again.
+func TestConsoleAsksForToken(t *testing.T) {
+	ctx := browser(t)
+	var errs browserErrors
+	errs.listen(t, ctx)
+
+	const token = "e2e-console-token"
+	b := harness.StartBroker(t)
+	sub := startSubscriber(t, b, map[string]string{"API_TOKEN": token})
+	sub.WaitReady(t, 10*time.Second)
+	pub := subscriberPublisher(t, b)
+	pub("console/token/stored", 1, []byte("stored before the page"))
+	if !harness.Eventually(10*time.Second, func() bool {
+		r := harness.Get(t, sub.URL()+"/messages?topic=console/token/stored", "Authorization", "Bearer "+token)
+		return r.Status == 200 && strings.Contains(string(r.Body), "stored before the page")
+	}) {
+		t.Fatal("the first message was not stored")
+	}
+
+	inBrowser(t, ctx, 15*time.Second, "open the console",
+		chromedp.Navigate(sub.URL()+"/"),
+		chromedp.WaitVisible("#token-panel"),
+		chromedp.WaitVisible("#broker-state.ok"), // /readyz needs no token
+	)
+	if got := evaluate[string](t, ctx, `document.querySelector('#stream-state').textContent`); !strings.Contains(got, "token") {
+		t.Errorf("stream state %q, want it to say that the token is needed", got)
+	}
+	if shown(t, ctx, "console/token/stored") {
+		t.Error("a message is shown before the token was given")
+	}
+
+	inBrowser(t, ctx, 10*time.Second, "give a wrong token",
+		chromedp.SetValue("#token", "wrong-token"),
+		chromedp.Click("#token-form button[type=submit]"),
+		chromedp.WaitVisible("#token-error"),
+		chromedp.WaitVisible("#token-panel"),
+	)
+	if got := evaluate[string](t, ctx, `document.querySelector('#token-error').textContent`); !strings.Contains(got, "refused") {
+		t.Errorf("token error %q, want it to say the token was refused", got)
+	}
+
+	inBrowser(t, ctx, 10*time.Second, "give the token",
+		chromedp.SetValue("#token", token),
+		chromedp.Click("#token-form button[type=submit]"),
+		chromedp.WaitNotVisible("#token-panel"),
+		chromedp.WaitVisible(rowSel("console/token/stored")),
+		chromedp.WaitVisible("#stream-state.ok"),
+	)
+	pub("console/token/live", 1, []byte("live after the token"))
+	inBrowser(t, ctx, 5*time.Second, "wait for the live row", chromedp.WaitVisible(rowSel("console/token/live")))
+	if cells := tableRow(t, ctx, "console/token/live"); len(cells) != 6 || cells[5] != "live after the token" {
+		t.Errorf("row %q, want the live payload", cells)
+	}
+
+	if got := evaluate[string](t, ctx, `sessionStorage.getItem("mqtt-console-api-token") || ""`); got != token {
+		t.Errorf("sessionStorage holds %q, want the token", got)
+	}
+	urls := evaluate[[]string](t, ctx, `[location.href].concat(performance.getEntriesByType("resource").map(e => e.name))`)
+	for _, u := range urls {
+		if strings.Contains(u, token) {
+			t.Errorf("the token is in the URL %s", u)
+		}
+	}
+
+	inBrowser(t, ctx, 15*time.Second, "reload the page",
+		chromedp.Reload(),
+		chromedp.WaitVisible(rowSel("console/token/live")),
+		chromedp.WaitVisible("#stream-state.ok"),
+	)
+	if evaluate[bool](t, ctx, `!document.querySelector('#token-panel').hidden`) {
+		t.Error("the console asks for the token again after a reload in the same tab")
+	}
+
+	// The console resumes the stream itself (no EventSource to do it).
+	if code := sub.Stop(); code != 0 {
+		t.Fatalf("stop exited %d", code)
+	}
+	sub.Restart()
+	sub.WaitReady(t, 15*time.Second)
+	pub = subscriberPublisher(t, b)
+	pub("console/token/resumed", 1, []byte("after a restart"))
+	inBrowser(t, ctx, 20*time.Second, "wait for the row after the restart",
+		chromedp.WaitVisible(rowSel("console/token/resumed")),
+		chromedp.WaitVisible("#stream-state.ok"),
+	)
+
+	inBrowser(t, ctx, 10*time.Second, "forget the token",
+		chromedp.Click("#token-forget"),
+		chromedp.WaitVisible("#token-panel"),
+	)
+	if got := evaluate[string](t, ctx, `sessionStorage.getItem("mqtt-console-api-token") || ""`); got != "" {
+		t.Errorf("sessionStorage holds %q after Forget token, want nothing", got)
+	}
+
+	var unexpected []string
+	for _, e := range errs.all() {
+		// The refused token, and the subscriber while it restarted.
+		if strings.Contains(e, "status of 401") || strings.Contains(e, "ERR_CONNECTION_REFUSED") || strings.Contains(e, "Failed to fetch") {
+			t.Logf("expected: %s", e)
+			continue
+		}
+		unexpected = append(unexpected, e)
+	}
+	if len(unexpected) > 0 {
+		t.Errorf("the page reported %d errors:\n%s", len(unexpected), strings.Join(unexpected, "\n"))
+	}
+}
+
 // screenshot fills the chart with a little traffic and saves the page as a
 // PNG (for the README: CONSOLE_SCREENSHOT=$PWD/../docs/console.png).
 func screenshot(t *testing.T, ctx context.Context, pub *harness.Service, path string) {

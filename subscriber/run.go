@@ -19,6 +19,7 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/ingest"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/postgres"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/retention"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -72,10 +73,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Committed: hub.Publish,
 	}, st, m)
 
+	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_reads_in_flight", Help: "Reads of stored messages (pages of GET /messages, stream replay batches) running now."},
+			func() float64 { return float64(reads.InUse()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_reads_rejected_total", Help: "Reads of stored messages refused with 503 after waiting for a turn."},
+			func() float64 { return float64(reads.Rejected()) }),
+	)
 	handler := api.NewServer(log, st, []api.Check{
 		{Name: "mqtt", Func: func(context.Context) error { return ing.Ready() }},
 		{Name: "store", Func: st.Ping},
-	}, reg, hub, cfg.PublisherURL)
+	}, reg, hub, api.Options{PublisherURL: cfg.PublisherURL, APIToken: cfg.APIToken, Gate: reads})
 	srv := api.Server(handler, log)
 	// Open event streams end at shutdown instead of holding it up.
 	srv.RegisterOnShutdown(hub.Close)

@@ -221,6 +221,47 @@ func (s *Service) Addr() string {
 	return s.addr
 }
 
+// Pid is the process id of the running process, 0 when it is not running.
+func (s *Service) Pid() int {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	select {
+	case <-done:
+		return 0
+	default:
+		return cmd.Process.Pid
+	}
+}
+
+// PeakRSS is the process's peak resident set size so far (VmHWM in
+// /proc/<pid>/status), in bytes.
+func (s *Service) PeakRSS(tb testing.TB) int64 {
+	tb.Helper()
+	pid := s.Pid()
+	if pid == 0 {
+		tb.Fatalf("%s is not running", filepath.Base(s.bin))
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		Missing(tb, fmt.Sprintf("read the process status: %v", err))
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				tb.Fatalf("parse %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
 // URL is the base URL of the HTTP server.
 func (s *Service) URL() string { return "http://" + s.Addr() }
 

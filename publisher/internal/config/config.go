@@ -138,10 +138,31 @@ func (c *Config) validate() error {
 		return &Error{Var: "MAX_BATCH_BYTES", Msg: fmt.Sprintf("must be positive, got %d", c.MaxBatchBytes)}
 	}
 	c.MaxBatchBytes = max(c.MaxBatchBytes, c.MaxBodyBytes())
+	if reason := tokenProblem(c.APIToken); reason != "" {
+		// The value is a secret: the line says what is wrong, not what it is.
+		return &Error{Var: "API_TOKEN", Msg: reason}
+	}
 	if c.ShutdownTimeout <= 0 {
 		return &Error{Var: "SHUTDOWN_TIMEOUT", Msg: fmt.Sprintf("must be positive, got %s", c.ShutdownTimeout)}
 	}
 	return nil
+}
+
+// tokenProblem says what makes token unusable as a bearer token, or "". The
+// subscriber refuses the same values in the same words.
+func tokenProblem(token string) string {
+	if strings.TrimSpace(token) != token {
+		return "must not begin or end with white space: a bearer token is compared without it"
+	}
+	for _, r := range token {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return "must not contain control characters: an HTTP header cannot carry them"
+		case r > 0x7e:
+			return "must be ASCII: browsers cannot send other characters in an HTTP header unchanged"
+		}
+	}
+	return ""
 }
 
 func (c *Config) validateBroker() error {

@@ -137,6 +137,10 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CERT_FILE": notPEM}, "MQTT_KEY_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_KEY_FILE": notPEM}, "MQTT_CERT_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CERT_FILE": notPEM, "MQTT_KEY_FILE": notPEM}, "MQTT_CERT_FILE"},
+		{map[string]string{"API_TOKEN": "s3cret "}, "API_TOKEN"},
+		{map[string]string{"API_TOKEN": "\ts3cret"}, "API_TOKEN"},
+		{map[string]string{"API_TOKEN": "s3\x01cret"}, "API_TOKEN"},
+		{map[string]string{"API_TOKEN": "s3crét"}, "API_TOKEN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.wantVar, func(t *testing.T) {
@@ -151,6 +155,9 @@ func TestLoadErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error %q spans lines, want one", err)
+			}
+			if tt.wantVar == "API_TOKEN" && strings.Contains(err.Error(), "s3") {
+				t.Errorf("error %q shows the token", err)
 			}
 		})
 	}

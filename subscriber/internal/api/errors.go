@@ -6,6 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 )
 
 // paramError is a bad query parameter: the client's fault, 400.
@@ -20,6 +23,12 @@ func (e *paramError) Error() string { return e.Param + ": " + e.Reason }
 type notReadyError struct{ reason string }
 
 func (e *notReadyError) Error() string { return e.reason }
+
+// authError is a request without the right bearer token, 401. The caller
+// sets WWW-Authenticate.
+type authError struct{ msg string }
+
+func (e *authError) Error() string { return e.msg }
 
 var (
 	errNotFound         = errors.New("no such resource")
@@ -39,9 +48,16 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	p := problem{Status: http.StatusInternalServerError, Detail: "internal error"}
 	var pe *paramError
 	var nr *notReadyError
+	var ae *authError
 	switch {
 	case errors.As(err, &pe):
 		p.Status, p.Detail = http.StatusBadRequest, err.Error()
+	case errors.As(err, &ae):
+		p.Status, p.Detail = http.StatusUnauthorized, err.Error()
+	case errors.Is(err, readlimit.ErrBusy):
+		p.Status, p.Detail = http.StatusServiceUnavailable, err.Error()
+		w.Header().Set("Retry-After", strconv.Itoa(readlimit.RetryAfter))
+		log.Warn("read refused", "method", r.Method, "path", r.URL.Path, "err", err)
 	case errors.As(err, &nr):
 		p.Status, p.Detail = http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, errNotFound):

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bufio"
+	"context"
 	"encoding/base64"
 	"log/slog"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
 )
@@ -46,11 +49,6 @@ func NewMessage(m store.Message) Message {
 		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(m.Payload), "base64"
 	}
 	return out
-}
-
-type page struct {
-	Messages []Message `json:"messages"`
-	Next     *string   `json:"next"`
 }
 
 // parseQuery reads the parameters of GET /messages. The cursor is the id
@@ -122,29 +120,72 @@ func parseQuery(v url.Values) (store.Query, error) {
 	return q, nil
 }
 
-func handleListMessages(log *slog.Logger, messages Lister) http.HandlerFunc {
+// handleListMessages answers GET /messages. A page ends at the limit or
+// at readlimit.PageBytes of payload, whichever comes first (at least one
+// row), and is written as it is encoded; gate bounds how many pages are
+// read and written at once.
+func handleListMessages(log *slog.Logger, messages Lister, gate *readlimit.Gate) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q, err := parseQuery(r.URL.Query())
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		want := q.Limit
-		q.Limit++ // one more tells whether there is a next page
-		msgs, err := messages.List(r.Context(), q)
+		// The turn is held until the page is written: its rows are in
+		// memory until then.
+		release, err := gate.Acquire(r.Context())
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		p := page{Messages: make([]Message, 0, min(len(msgs), want))}
-		if len(msgs) > want {
-			msgs = msgs[:want]
-			next := strconv.FormatInt(msgs[len(msgs)-1].ID-1, 10)
-			p.Next = &next
+		defer release()
+		msgs, next, err := readPage(r.Context(), messages, q)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
 		}
-		for _, m := range msgs {
-			p.Messages = append(p.Messages, NewMessage(m))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		bw := bufio.NewWriterSize(w, 32<<10)
+		writePage(bw, msgs, next)
+		if err := bw.Flush(); err != nil {
+			log.Debug("write response", "err", err)
 		}
-		writeJSON(w, log, http.StatusOK, p)
 	}
+}
+
+// readPage reads the page q asks for and the cursor of the next one, nil
+// when no row follows.
+func readPage(ctx context.Context, messages Lister, q store.Query) ([]store.Message, *string, error) {
+	want := q.Limit
+	q.Limit++ // one more tells whether there is a next page
+	q.MaxBytes = readlimit.PageBytes
+	msgs, err := messages.List(ctx, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	more := false
+	switch {
+	case len(msgs) > want:
+		msgs, more = msgs[:want], true
+	case len(msgs) > 0 && store.Full(q, msgs):
+		// Cut by the byte budget: whether a row follows takes one more
+		// look, of one row.
+		last := msgs[len(msgs)-1].ID
+		if last > 1 {
+			peek := q
+			peek.Before, peek.Limit, peek.MaxBytes = last-1, 1, 0
+			rest, err := messages.List(ctx, peek)
+			if err != nil {
+				return nil, nil, err
+			}
+			more = len(rest) > 0
+		}
+	}
+	if !more {
+		return msgs, nil, nil
+	}
+	next := strconv.FormatInt(msgs[len(msgs)-1].ID-1, 10)
+	return msgs, &next, nil
 }

@@ -103,13 +103,19 @@ func TestNewMessage(t *testing.T) {
 // newTestServer runs the real handler on 127.0.0.1 over a real SQLite file.
 func newTestServer(t *testing.T, ready ...Check) (*httptest.Server, store.Store) {
 	t.Helper()
+	return newServerWith(t, Options{}, ready...)
+}
+
+// newServerWith is newTestServer with options.
+func newServerWith(t *testing.T, opt Options, ready ...Check) (*httptest.Server, store.Store) {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(NewServer(log, st, ready, prometheus.NewRegistry(), stream.NewHub(0), ""))
+	srv := httptest.NewServer(NewServer(log, st, ready, prometheus.NewRegistry(), stream.NewHub(0), opt))
 	t.Cleanup(srv.Close)
 	return srv, st
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
@@ -25,10 +26,25 @@ type Check struct {
 	Func func(ctx context.Context) error
 }
 
+// Options are the settings of the HTTP interface beyond its dependencies.
+type Options struct {
+	// PublisherURL is where the web console publishes (empty: nowhere).
+	PublisherURL string
+	// APIToken, when set, is the bearer token every route but the
+	// probes, the metrics and the console's files needs.
+	APIToken string
+	// Gate bounds concurrent reads of stored messages; nil is a gate of
+	// readlimit.Concurrent turns and readlimit.Wait.
+	Gate *readlimit.Gate
+}
+
 // NewServer returns the handler of every route (see routes.go). hub feeds
-// GET /messages/stream; publisherURL is where the web console publishes.
-func NewServer(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, publisherURL string) http.Handler {
-	return routes(log, messages, ready, metrics, hub, publisherURL)
+// GET /messages/stream.
+func NewServer(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) http.Handler {
+	if opt.Gate == nil {
+		opt.Gate = readlimit.New(readlimit.Concurrent, readlimit.Wait)
+	}
+	return routes(log, messages, ready, metrics, hub, opt)
 }
 
 // Server wraps h with timeouts fit for this API. WriteTimeout bounds

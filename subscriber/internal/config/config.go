@@ -41,8 +41,11 @@ type Config struct {
 	// PublisherURL is the publisher's base URL as a browser reaches it;
 	// the web console publishes there. Empty hides the publish form.
 	PublisherURL string `envconfig:"PUBLISHER_URL"`
-	LogFormat    string `envconfig:"LOG_FORMAT" default:"text"`
-	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
+	// APIToken, when set, is the bearer token every endpoint but
+	// /healthz, /readyz, /metrics and the console's files needs.
+	APIToken  string `envconfig:"API_TOKEN"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 
 	// Derived by Load.
 	Topics   []string    `ignored:"true"`
@@ -176,6 +179,10 @@ func (c *Config) validate() error {
 			return bad("PUBLISHER_URL", "%q: want the publisher's base URL as a browser reaches it, like http://localhost:8080", c.PublisherURL)
 		}
 	}
+	if reason := tokenProblem(c.APIToken); reason != "" {
+		// The value is a secret: the line says what is wrong, not what it is.
+		return bad("API_TOKEN", "%s", reason)
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
@@ -185,6 +192,23 @@ func (c *Config) validate() error {
 		return bad("LOG_LEVEL", "%q: must be debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// tokenProblem says what makes token unusable as a bearer token, or "". The
+// publisher refuses the same values in the same words.
+func tokenProblem(token string) string {
+	if strings.TrimSpace(token) != token {
+		return "must not begin or end with white space: a bearer token is compared without it"
+	}
+	for _, r := range token {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return "must not contain control characters: an HTTP header cannot carry them"
+		case r > 0x7e:
+			return "must be ASCII: browsers cannot send other characters in an HTTP header unchanged"
+		}
+	}
+	return ""
 }
 
 func topicStringErr(s string) error {

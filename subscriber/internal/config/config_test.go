@@ -14,7 +14,7 @@ var vars = []string{
 	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE",
 	"MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS", "MQTT_STATUS_TOPIC", "MQTT_TOPICS",
 	"MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "HTTP_ADDR",
-	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL",
+	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL", "API_TOKEN",
 }
 
 func setenv(t *testing.T, env map[string]string) {
@@ -75,6 +75,21 @@ func TestValues(t *testing.T) {
 	}
 	if c.StatusTopic != "clients/sub-1/status" || c.Database.Driver != "postgres" || c.Retention != 168*time.Hour || c.QoS != 2 {
 		t.Errorf("got %+v", c)
+	}
+}
+
+// A token of visible ASCII, inner spaces included, is taken as it is.
+func TestAPIToken(t *testing.T) {
+	for _, token := range []string{"", "s3cret", "a b", "!#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"} {
+		setenv(t, map[string]string{"API_TOKEN": token})
+		c, err := Load()
+		if err != nil {
+			t.Errorf("API_TOKEN=%q: %v", token, err)
+			continue
+		}
+		if c.APIToken != token {
+			t.Errorf("APIToken = %q, want %q", c.APIToken, token)
+		}
 	}
 }
 
@@ -144,6 +159,12 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"PUBLISHER_URL", "localhost:8080", ""},
 		{"MQTT_CA_FILE", "/nonexistent/ca.pem", ""},
 		{"MQTT_CERT_FILE", "/nonexistent/cert.pem", "MQTT_KEY_FILE"},
+		{"API_TOKEN", " s3cret", ""},
+		{"API_TOKEN", "s3cret\n", ""},
+		{"API_TOKEN", "s3\x01cret", ""},
+		{"API_TOKEN", "s3\tcret", ""},
+		{"API_TOKEN", "s3\x7fcret", ""},
+		{"API_TOKEN", "s3crét", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.v+"="+tt.value, func(t *testing.T) {
@@ -162,6 +183,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 			}
 			if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
 				t.Errorf("error %q: want one line naming %s", msg, want)
+			}
+			if msg := err.Error(); tt.v == "API_TOKEN" && strings.Contains(msg, "s3") {
+				t.Errorf("error %q shows the token", msg)
 			}
 		})
 	}

@@ -41,23 +41,29 @@ const (
 	PathConfig = "/console/config.json"
 )
 
+// Config is what the page reads at start, from GET /console/config.json.
+type Config struct {
+	// PublisherURL is the publisher's base URL as a browser reaches it
+	// (for example http://localhost:8080); empty hides the publish form.
+	PublisherURL string `json:"publisher_url"`
+	// TokenRequired says that the API needs a bearer token (API_TOKEN):
+	// the page asks for it before it reads anything.
+	TokenRequired bool `json:"token_required"`
+}
+
 // Handler serves the console: GET / is the page, GET /console/console.js
 // and /console/console.css its files, and GET /console/config.json tells the
-// page publisherURL, the publisher's base URL as a browser reaches it (for
-// example http://localhost:8080; empty hides the publish form). Mount it on
-// "/" and "/console/*". The page reads the server's own routes
-// (messages/stream, messages, readyz) by relative URLs, so a path prefix in
-// front of the server works.
-func Handler(publisherURL string) http.Handler {
-	publisherURL = strings.TrimRight(publisherURL, "/")
-	cfg := struct {
-		PublisherURL string `json:"publisher_url"`
-	}{publisherURL}
+// page cfg. Mount it on "/" and "/console/*"; its files need no token. The
+// page reads the server's own routes (messages/stream, messages, readyz)
+// by relative URLs, so a path prefix in front of the server works.
+func Handler(cfg Config) http.Handler {
+	cfg.PublisherURL = strings.TrimRight(cfg.PublisherURL, "/")
+	publisherURL := cfg.PublisherURL
 	var config bytes.Buffer
-	// A struct of one string always encodes.
+	// A struct of a string and a bool always encodes.
 	if err := json.NewEncoder(&config).Encode(cfg); err != nil {
 		config.Reset()
-		config.WriteString(`{"publisher_url":""}` + "\n")
+		config.WriteString(`{"publisher_url":"","token_required":false}` + "\n")
 	}
 	assets := map[string]asset{
 		PathIndex:  newAsset(indexHTML, "text/html; charset=utf-8"),

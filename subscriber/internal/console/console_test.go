@@ -32,7 +32,7 @@ func get(t *testing.T, method, url string, header ...string) (*http.Response, st
 }
 
 func TestConsoleFiles(t *testing.T) {
-	srv := httptest.NewServer(Handler("http://localhost:8080/"))
+	srv := httptest.NewServer(Handler(Config{PublisherURL: "http://localhost:8080/"}))
 	defer srv.Close()
 
 	tests := []struct {
@@ -75,7 +75,7 @@ func TestConsoleFiles(t *testing.T) {
 // Everything the page loads is served by the handler or by the server's own
 // API, by relative URL, and nothing comes from another host.
 func TestConsoleReferencesResolve(t *testing.T) {
-	srv := httptest.NewServer(Handler(""))
+	srv := httptest.NewServer(Handler(Config{}))
 	defer srv.Close()
 	_, page := get(t, http.MethodGet, srv.URL+"/")
 	refs := regexp.MustCompile(`(?:src|href)="([^"]+)"`).FindAllStringSubmatch(page, -1)
@@ -113,7 +113,7 @@ func TestConsoleConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.publisher, func(t *testing.T) {
-			srv := httptest.NewServer(Handler(tt.publisher))
+			srv := httptest.NewServer(Handler(Config{PublisherURL: tt.publisher}))
 			defer srv.Close()
 			_, body := get(t, http.MethodGet, srv.URL+PathConfig)
 			var got struct {
@@ -133,8 +133,22 @@ func TestConsoleConfig(t *testing.T) {
 	}
 }
 
+func TestConsoleConfigTokenRequired(t *testing.T) {
+	for _, required := range []bool{false, true} {
+		srv := httptest.NewServer(Handler(Config{TokenRequired: required}))
+		_, body := get(t, http.MethodGet, srv.URL+PathConfig)
+		srv.Close()
+		var got struct {
+			TokenRequired *bool `json:"token_required"`
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil || got.TokenRequired == nil || *got.TokenRequired != required {
+			t.Errorf("config %q, want token_required %v", body, required)
+		}
+	}
+}
+
 func TestConsoleRefuses(t *testing.T) {
-	srv := httptest.NewServer(Handler(""))
+	srv := httptest.NewServer(Handler(Config{}))
 	defer srv.Close()
 	tests := []struct {
 		method, path string

@@ -221,7 +221,7 @@ func scan(row pgx.Row) (store.Message, error) {
 // that walking the rows newest first meets Limit matches soon.
 const maxExpand = 200
 
-// List returns messages matching q, newest first.
+// List returns messages matching q, newest first (oldest first with q.Oldest).
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
 	var where []string
 	var args []any
@@ -260,21 +260,46 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	if q.Before > 0 {
 		arg("id <= ?", q.Before)
 	}
-	var query string
+	if q.After > 0 {
+		arg("id > ?", q.After)
+	}
+	dir := "DESC"
+	if q.Oldest {
+		dir = "ASC"
+	}
+	// sel selects cols of the rows of q, in q's order.
+	var sel func(cols string) string
 	if expanded {
-		// The newest Limit ids of each name, merged; then their rows.
+		// The first Limit ids of each name, merged; then their rows.
 		args = append(args, q.Limit, names)
 		limit, list := "$"+strconv.Itoa(len(args)-1), "$"+strconv.Itoa(len(args))
-		query = "SELECT " + columns + " FROM messages WHERE id IN (SELECT n.id FROM unnest(" + list + "::text[]) AS t(name)" +
-			" CROSS JOIN LATERAL (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") +
-			" ORDER BY id DESC LIMIT " + limit + ") AS n ORDER BY n.id DESC LIMIT " + limit + ") ORDER BY id DESC"
-	} else {
-		query = "SELECT " + columns + " FROM messages"
-		if len(where) > 0 {
-			query += " WHERE " + strings.Join(where, " AND ")
+		sel = func(cols string) string {
+			return "SELECT " + cols + " FROM messages WHERE id IN (SELECT n.id FROM unnest(" + list + "::text[]) AS t(name)" +
+				" CROSS JOIN LATERAL (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") +
+				" ORDER BY id " + dir + " LIMIT " + limit + ") AS n ORDER BY n.id " + dir + " LIMIT " + limit + ") ORDER BY id " + dir
 		}
+	} else {
 		args = append(args, q.Limit)
-		query += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
+		limit := "$" + strconv.Itoa(len(args))
+		sel = func(cols string) string {
+			query := "SELECT " + cols + " FROM messages"
+			if len(where) > 0 {
+				query += " WHERE " + strings.Join(where, " AND ")
+			}
+			return query + " ORDER BY id " + dir + " LIMIT " + limit
+		}
+	}
+	query := sel(columns)
+	if q.MaxBytes > 0 {
+		// The cut is made in the database, so that the rows past it never
+		// leave it: the payload sizes come from the row headers
+		// (octet_length does not read a TOASTed value), and only the
+		// payloads of the rows kept are read.
+		args = append(args, q.MaxBytes)
+		query = "SELECT " + columns + " FROM messages WHERE id IN (SELECT id FROM (" +
+			"SELECT id, sum(n) OVER (ORDER BY id " + dir + " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before" +
+			" FROM (" + sel("id, octet_length(payload)::bigint AS n") + ") AS l) AS w" +
+			" WHERE coalesce(before, 0) < $" + strconv.Itoa(len(args)) + ") ORDER BY id " + dir
 	}
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {

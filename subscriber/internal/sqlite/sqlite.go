@@ -491,7 +491,7 @@ func scan(row scanner) (store.Message, error) {
 // soon.
 const maxExpand = 200
 
-// List returns messages matching q, newest first.
+// List returns messages matching q, newest first (oldest first with q.Oldest).
 func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error) {
 	h := s.h.Load()
 	if q.Filter == "" || !strings.ContainsAny(q.Filter, "+#") {
@@ -522,10 +522,21 @@ func conditions(q store.Query, extra []string, args ...any) ([]string, []any) {
 	if q.Before > 0 {
 		where, args = append(where, "id <= ?"), append(args, q.Before)
 	}
+	if q.After > 0 {
+		where, args = append(where, "id > ?"), append(args, q.After)
+	}
 	return where, args
 }
 
-// listWhere reads q newest first by id: for an exact filter through
+// order is the ORDER BY direction of q.
+func order(q store.Query) string {
+	if q.Oldest {
+		return "ASC"
+	}
+	return "DESC"
+}
+
+// listWhere reads q in id order: for an exact filter through
 // messages_topic_id, else by walking ids down and testing each row with
 // extra.
 func (h *handles) listWhere(ctx context.Context, q store.Query, extra []string, args ...any) ([]store.Message, error) {
@@ -537,19 +548,21 @@ func (h *handles) listWhere(ctx context.Context, q store.Query, extra []string, 
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY id DESC LIMIT ?"
-	return collect(h.r.QueryContext(ctx, query, append(args, q.Limit)...))
+	query += " ORDER BY id " + order(q) + " LIMIT ?"
+	rows, err := h.r.QueryContext(ctx, query, append(args, q.Limit)...)
+	return collect(rows, err, q.MaxBytes)
 }
 
-// listTopics reads the newest q.Limit ids of each name, keeps the newest
-// q.Limit of them all, and reads those rows: one statement, so that only
+// listTopics reads the first q.Limit ids of each name (newest, or oldest
+// with q.Oldest), keeps the first q.Limit of them all, and reads those rows: one statement, so that only
 // the rows shown leave SQLite.
 func (h *handles) listTopics(ctx context.Context, q store.Query, names []string) ([]store.Message, error) {
 	if len(names) == 0 {
 		return []store.Message{}, nil
 	}
 	where, condArgs := conditions(q, []string{"topic = ?"}, "")
-	arm := "SELECT id FROM (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") + " ORDER BY id DESC LIMIT " + strconv.Itoa(q.Limit) + ")"
+	dir := order(q)
+	arm := "SELECT id FROM (SELECT id FROM messages WHERE " + strings.Join(where, " AND ") + " ORDER BY id " + dir + " LIMIT " + strconv.Itoa(q.Limit) + ")"
 	args := make([]any, 0, len(names)*(len(condArgs)+1)+1)
 	for _, name := range names {
 		condArgs[0] = name
@@ -557,12 +570,13 @@ func (h *handles) listTopics(ctx context.Context, q store.Query, names []string)
 	}
 	query := "SELECT " + columns + " FROM messages WHERE id IN (SELECT id FROM (" +
 		strings.TrimSuffix(strings.Repeat(arm+" UNION ALL ", len(names)), " UNION ALL ") +
-		") ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+		") ORDER BY id " + dir + " LIMIT ?) ORDER BY id " + dir
 	stmt, err := h.stmts.get(ctx, h.r, query)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
-	return collect(stmt.QueryContext(ctx, append(args, q.Limit)...))
+	rows, err := stmt.QueryContext(ctx, append(args, q.Limit)...)
+	return collect(rows, err, q.MaxBytes)
 }
 
 // stmtCache keeps the prepared statements of listTopics, whose text
@@ -613,18 +627,22 @@ func (c *stmtCache) closeLocked() error {
 	return errors.Join(errs...)
 }
 
-func collect(rows *sql.Rows, err error) ([]store.Message, error) {
+// collect reads rows until maxBytes of payload (0: all of them). SQLite
+// steps through a result lazily, so the rows after the stop are never read.
+func collect(rows *sql.Rows, err error, maxBytes int64) ([]store.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	defer rows.Close()
 	msgs := []store.Message{}
-	for rows.Next() {
+	var total int64
+	for (maxBytes <= 0 || total < maxBytes) && rows.Next() {
 		m, err := scan(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list messages: %w", err)
 		}
 		msgs = append(msgs, m)
+		total += int64(len(m.Payload))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

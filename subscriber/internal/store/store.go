@@ -32,13 +32,40 @@ type Message struct {
 	BatchKey int64
 }
 
-// Query selects stored messages, newest first.
+// Query selects stored messages, newest first (oldest first with Oldest).
 type Query struct {
 	Filter string    // a valid MQTT topic filter
 	Since  time.Time // inclusive; zero means unbounded
 	Until  time.Time // exclusive; zero means unbounded
 	Before int64     // only ids <= Before; zero means unbounded
+	After  int64     // only ids > After; zero means unbounded
 	Limit  int       // at most this many rows
+	// Oldest lists the oldest rows first, in ascending ids: with After,
+	// the rows that follow a position, as a stream's replay reads them.
+	Oldest bool
+
+	// MaxBytes, when > 0, bounds the payload bytes read: a row is
+	// returned only while the payloads of the rows before it total less
+	// than MaxBytes, so the result ends with the row that reaches it. The
+	// first row is returned however large it is.
+	MaxBytes int64
+}
+
+// PayloadBytes is the total payload of msgs, the measure of
+// Query.MaxBytes.
+func PayloadBytes(msgs []Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += int64(len(m.Payload))
+	}
+	return n
+}
+
+// Full reports whether rows, the answer to q, stopped at one of q's bounds
+// (Limit or MaxBytes) rather than at the last matching row: only then may
+// more rows follow.
+func Full(q Query, rows []Message) bool {
+	return len(rows) >= q.Limit || q.MaxBytes > 0 && PayloadBytes(rows) >= q.MaxBytes
 }
 
 // Delivery is the record of the latest PUBLISH that a client's broker
@@ -124,7 +151,8 @@ type Store interface {
 	Commit(ctx context.Context, c *Commit) error
 	// Insert stores msgs in one transaction, in order, and sets their IDs.
 	Insert(ctx context.Context, msgs []Message) error
-	// List returns at most q.Limit messages matching q, newest first.
+	// List returns at most q.Limit messages matching q, newest first
+	// (oldest first with q.Oldest).
 	List(ctx context.Context, q Query) ([]Message, error)
 	// Get returns the message with id, or ErrNotFound.
 	Get(ctx context.Context, id int64) (Message, error)

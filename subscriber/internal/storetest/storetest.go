@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,7 @@ func Run(t *testing.T, o Opener) {
 	t.Run("ManyTopics", func(t *testing.T) { testManyTopics(t, o) })
 	t.Run("TimeRange", func(t *testing.T) { testTimeRange(t, o) })
 	t.Run("Paging", func(t *testing.T) { testPaging(t, o) })
+	t.Run("Bounds", func(t *testing.T) { testBounds(t, o) })
 	t.Run("BatchIDs", func(t *testing.T) { testBatchIDs(t, o) })
 	t.Run("Get", func(t *testing.T) { testGet(t, o) })
 	t.Run("Session", func(t *testing.T) { testSession(t, o) })
@@ -339,6 +341,61 @@ func testPaging(t *testing.T, o Opener) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("paged ids %v, want %v", got, want)
+	}
+}
+
+// testBounds checks the id bounds, the order and the byte bound of a list
+// against the rules computed from every row: rows in order while the
+// payloads before them total less than MaxBytes, the first one always, and
+// never more than Limit. Each filter takes another path through the stores
+// (exact, expanded, walked).
+func testBounds(t *testing.T, o Opener) {
+	s := open(t, o)
+	sizes := []int{10, 100, 1000, 0, 5, 300, 1}
+	var all []store.Message // newest first
+	for i := range 21 {
+		m := msg([]string{"mb/a", "mb/b", "other"}[i%3], time.Duration(i)*time.Second)
+		m.Payload = bytes.Repeat([]byte{'x'}, sizes[i%len(sizes)])
+		all = append([]store.Message{mustInsert(t, s, m)[0]}, all...)
+	}
+	for _, filter := range []string{"mb/a", "mb/+", "mb/#", "#"} {
+		for _, oldest := range []bool{false, true} {
+			var matching []store.Message
+			for _, m := range all {
+				if matches(filter, m.Topic) {
+					matching = append(matching, m)
+				}
+			}
+			if oldest {
+				slices.Reverse(matching)
+			}
+			for _, ids := range [][2]int64{{0, 0}, {all[4].ID, 0}, {0, all[16].ID}, {all[2].ID, all[15].ID}} {
+				for _, limit := range []int{3, 1000} {
+					for _, maxBytes := range []int64{0, 1, 10, 11, 150, 1115, 1 << 20} {
+						q := store.Query{Filter: filter, Before: ids[0], After: ids[1], Limit: limit, MaxBytes: maxBytes, Oldest: oldest}
+						var want []int64
+						var total int64
+						for _, m := range matching {
+							if q.Before > 0 && m.ID > q.Before || m.ID <= q.After {
+								continue
+							}
+							if len(want) == limit || maxBytes > 0 && total >= maxBytes {
+								break
+							}
+							want = append(want, m.ID)
+							total += int64(len(m.Payload))
+						}
+						var got []int64
+						for _, m := range mustList(t, s, q) {
+							got = append(got, m.ID)
+						}
+						if fmt.Sprint(got) != fmt.Sprint(want) {
+							t.Errorf("%+v: ids %v, want %v", q, got, want)
+						}
+					}
+				}
+			}
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
 )
@@ -32,6 +33,13 @@ type Options struct {
 	WriteTimeout time.Duration
 	// PageSize is how many rows one store query of the replay reads (500).
 	PageSize int
+	// PageBytes bounds the payload one store query of the replay reads
+	// (readlimit.PageBytes); the first row is read whatever its size.
+	PageBytes int64
+	// Gate, when set, bounds how many replay batches are read and sent at
+	// once, together with the other reads it gates. A stream that cannot
+	// start its replay within the gate's wait is refused with 503.
+	Gate *readlimit.Gate
 }
 
 func (o Options) withDefaults() Options {
@@ -46,6 +54,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = 500
+	}
+	if o.PageBytes <= 0 {
+		o.PageBytes = readlimit.PageBytes
 	}
 	return o
 }
@@ -80,31 +91,42 @@ func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options
 
 		sub := hub.Subscribe(filter)
 		defer sub.Close()
+		s := &sse{w: w, rc: http.NewResponseController(w), encode: encode, timeout: opt.WriteTimeout, gate: opt.Gate}
+		defer s.giveBack()
 		var rp *replay
 		if replaying {
-			rp = &replay{src: src, filter: filter, after: after, page: opt.PageSize}
-			// Read the first page before answering, so that a store
+			// The turn is held until the first batch is sent.
+			if s.held, err = acquire(r.Context(), opt.Gate, false); err != nil {
+				if errors.Is(err, readlimit.ErrBusy) {
+					log.Warn("read refused", "method", r.Method, "path", r.URL.Path, "err", err)
+					w.Header().Set("Retry-After", strconv.Itoa(readlimit.RetryAfter))
+					problem(log, w, http.StatusServiceUnavailable, "too many reads", err.Error())
+				}
+				return
+			}
+			rp = &replay{src: src, filter: filter, page: opt.PageSize, maxBytes: opt.PageBytes}
+			// Read the first batch before answering, so that a store
 			// failure is a proper error status rather than a cut stream.
-			if err := rp.plan(r.Context()); err != nil {
+			from, err := rp.plan(r.Context(), after)
+			if err != nil {
 				log.Error("stream replay", "filter", filter, "after", after, "err", err)
 				problem(log, w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
 				return
 			}
-			if rp.after != after {
+			if from != after {
 				log.Info("stream resume id is newer than every stored message; replaying from the start",
 					"filter", filter, "after", after)
-				after = rp.after
+				after = from
 			}
 		}
+		s.last = after
 
-		rc := http.NewResponseController(w)
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
 		w.WriteHeader(http.StatusOK)
 
-		s := &sse{w: w, rc: rc, encode: encode, timeout: opt.WriteTimeout, last: after}
 		if err := s.begin(opt.Retry); err != nil {
 			log.Debug("stream client gone", "err", err)
 			return
@@ -148,6 +170,8 @@ type sse struct {
 	timeout time.Duration
 	last    int64 // the id sent last: nothing at or below it is sent again
 	buf     bytes.Buffer
+	gate    *readlimit.Gate
+	held    func() // gives back the turn the first replay batch was read in; nil once given
 }
 
 func (s *sse) begin(retry time.Duration) error {
@@ -159,20 +183,12 @@ func (s *sse) begin(retry time.Duration) error {
 // client leaves (ctx) or the hub ends sub.
 func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbeat time.Duration) error {
 	for rp != nil {
-		batch, err := rp.next(ctx, s.last)
+		more, err := s.replayBatch(ctx, rp)
 		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		if batch == nil {
-			break
-		}
-		for _, m := range batch {
-			if err := s.event(m); err != nil {
-				return err
-			}
-		}
-		if err := s.flush(); err != nil {
 			return err
+		}
+		if !more {
+			break
 		}
 		if err := sub.Err(); err != nil {
 			return s.end(err)
@@ -217,6 +233,58 @@ func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbea
 			return err
 		}
 	}
+}
+
+// replayBatch reads and sends the next batch of rp within a turn of the
+// gate: the first one plan read in the turn held since, the others each in
+// a turn of its own, waited for as long as the client stays (the stream
+// has answered; a refusal could only end it). more is false at the end of
+// the replay.
+func (s *sse) replayBatch(ctx context.Context, rp *replay) (more bool, err error) {
+	release := s.held
+	s.held = nil
+	if release == nil {
+		if rp.finished() {
+			return false, nil // no turn to wait for
+		}
+		if release, err = acquire(ctx, s.gate, true); err != nil {
+			return false, err
+		}
+	}
+	defer release()
+	batch, err := rp.next(ctx, s.last)
+	if err != nil {
+		return false, fmt.Errorf("replay: %w", err)
+	}
+	if batch == nil {
+		return false, nil
+	}
+	for _, m := range batch {
+		if err := s.event(m); err != nil {
+			return false, err
+		}
+	}
+	return true, s.flush()
+}
+
+// giveBack gives back the turn held, if any.
+func (s *sse) giveBack() {
+	if s.held != nil {
+		s.held()
+		s.held = nil
+	}
+}
+
+// acquire takes a turn of gate (none to take when gate is nil), waiting
+// while ctx lasts when await is set, else at most the gate's wait.
+func acquire(ctx context.Context, gate *readlimit.Gate, await bool) (release func(), err error) {
+	switch {
+	case gate == nil:
+		return func() {}, nil
+	case await:
+		return gate.Await(ctx)
+	}
+	return gate.Acquire(ctx)
 }
 
 // event queues m unless an earlier event already carried it.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 )
@@ -394,6 +395,59 @@ func TestStreamReplay(t *testing.T) {
 		})
 	}
 }
+
+// The replay reads the store oldest first in batches bounded by PageBytes,
+// each within a turn of the gate, and gives every turn back once it goes
+// live; all stored messages arrive once, in order.
+func TestStreamReplayBounded(t *testing.T) {
+	type read struct {
+		q     store.Query
+		bytes int64
+	}
+	var mu sync.Mutex
+	var reads []read
+	gate := readlimit.New(1, time.Second)
+	e := newEnv(t, 64, Options{PageBytes: 10, Gate: gate}, func(e *env, src Lister) Lister {
+		return &lister{Lister: listFunc(func(ctx context.Context, q store.Query) ([]store.Message, error) {
+			if gate.InUse() != 1 {
+				t.Errorf("store read with %d turns of the gate taken, want 1", gate.InUse())
+			}
+			rows, err := src.List(ctx, q)
+			mu.Lock()
+			reads = append(reads, read{q, store.PayloadBytes(rows)})
+			mu.Unlock()
+			return rows, err
+		})}
+	})
+	var ids []int64
+	for i := range 9 {
+		ids = append(ids, e.commit(t, fmt.Sprintf("b/%d", i))...) // payloads of 5 bytes
+	}
+	c := open(t, e.url+"/messages/stream?topic=b/%2B&after=0")
+	got, _ := c.messages(t, len(ids))
+	if !slices.Equal(got, ids) {
+		t.Errorf("replayed %v, want %v", got, ids)
+	}
+	c.expectNext(t, e, "b/live")
+	if n := gate.InUse(); n != 0 {
+		t.Errorf("%d turns still taken while live, want 0", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reads) != 5 { // 2 rows (10 bytes) a batch, and the short last one
+		t.Errorf("%d store reads, want 5: %+v", len(reads), reads)
+	}
+	for _, r := range reads {
+		if !r.q.Oldest || r.q.MaxBytes != 10 || r.bytes > 10 {
+			t.Errorf("read %+v of %d bytes: want oldest first within 10 bytes", r.q, r.bytes)
+		}
+	}
+}
+
+// listFunc is a Lister of a function.
+type listFunc func(ctx context.Context, q store.Query) ([]store.Message, error)
+
+func (f listFunc) List(ctx context.Context, q store.Query) ([]store.Message, error) { return f(ctx, q) }
 
 // A resume id above every stored id comes from another database (the store
 // was replaced while the browser kept its Last-Event-ID): the stream starts

@@ -2,6 +2,12 @@
 // per-topic rate chart, the broker state and a publish form. Plain script,
 // no dependencies, so that it works offline from the embedded files. Every
 // URL is relative, so the console also works behind a path prefix.
+//
+// With API_TOKEN set on the subscriber the console asks for the token and
+// sends it as "Authorization: Bearer" on every read. EventSource cannot
+// send headers, so the stream is read with fetch() and parsed here, and the
+// console resumes it itself after the newest message shown; the token
+// never goes into a URL, where logs and history would keep it.
 "use strict";
 
 (function () {
@@ -12,7 +18,9 @@
   const MAX_SERIES = 6;           // topics drawn; the rest add up to "other"
   const PAYLOAD_CHARS = 300;      // payload shown in a cell; the rest in its title
   const READY_EVERY_MS = 5000;
-  const REOPEN_MS = 5000;         // after the stream gave up (a non-200 answer)
+  const REOPEN_MS = 5000;         // after the stream was refused (a non-200 answer)
+  const RETRY_MS = 2000;          // after the stream ended, unless it says otherwise
+  const TOKEN_KEY = "mqtt-console-api-token";
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#6b7280"];
 
   const $ = (id) => document.getElementById(id);
@@ -30,16 +38,24 @@
     tbody: document.querySelector("#messages tbody"),
     count: $("count"),
     clear: $("clear"),
+    tokenPanel: $("token-panel"),
+    tokenForm: $("token-form"),
+    token: $("token"),
+    tokenError: $("token-error"),
+    tokenForget: $("token-forget"),
   };
 
   const state = {
     filter: "#",
-    source: null,        // the EventSource
+    abort: null,         // the AbortController of the open stream
     lastId: 0,           // the newest message id shown
     generation: 0,       // bumps on every (re)open, so stale callbacks do nothing
     reopenTimer: 0,
+    retryMs: RETRY_MS,   // the stream's own retry: field wins
     bins: new Map(),     // topic -> Map(bin start in seconds -> count)
     publisherURL: "",
+    tokenRequired: false,
+    token: "",           // kept in sessionStorage too, when the browser allows
   };
 
   // ---- topic filters (MQTT 3.1.1, section 4.7) ----
@@ -291,6 +307,62 @@
     });
   }
 
+  // ---- the API token ----
+
+  function loadToken() {
+    try {
+      state.token = sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (e) {
+      state.token = ""; // storage disabled: the token lives in memory only
+    }
+  }
+
+  function saveToken(t) {
+    state.token = t;
+    try {
+      if (t === "") sessionStorage.removeItem(TOKEN_KEY);
+      else sessionStorage.setItem(TOKEN_KEY, t);
+    } catch (e) {
+      // storage disabled: memory only
+    }
+    ui.tokenForget.hidden = t === "";
+  }
+
+  // auth is the headers every read of the API carries.
+  function auth(extra) {
+    const h = Object.assign({}, extra);
+    if (state.token !== "") h.Authorization = "Bearer " + state.token;
+    return h;
+  }
+
+  // askToken stops reading and asks for the token, saying why.
+  function askToken(why) {
+    closeStream();
+    saveToken("");
+    setState(ui.streamState, "bad", "stream: needs the API token");
+    ui.tokenPanel.hidden = false;
+    ui.tokenError.hidden = why === "";
+    ui.tokenError.textContent = why;
+    ui.token.setAttribute("aria-invalid", why === "" ? "false" : "true");
+    ui.token.value = "";
+    ui.token.focus();
+  }
+
+  ui.tokenForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = ui.token.value.trim();
+    if (t === "") return;
+    saveToken(t);
+    ui.token.value = "";
+    ui.tokenPanel.hidden = true;
+    applyFilter(state.filter);
+  });
+
+  ui.tokenForget.addEventListener("click", () => {
+    if (state.tokenRequired) askToken("");
+    else saveToken("");
+  });
+
   // ---- the stream ----
 
   function setState(el, cls, text) {
@@ -301,9 +373,9 @@
   function closeStream() {
     state.generation++;
     clearTimeout(state.reopenTimer);
-    if (state.source) {
-      state.source.close();
-      state.source = null;
+    if (state.abort) {
+      state.abort.abort();
+      state.abort = null;
     }
   }
 
@@ -311,47 +383,115 @@
     return "messages/stream?topic=" + encodeURIComponent(state.filter) + "&after=" + after;
   }
 
-  // openStream listens from after on; EventSource resumes by itself with
-  // Last-Event-ID after a dropped connection.
-  function openStream(after) {
+  // reopen opens the stream again after ms, from the newest message shown.
+  function reopen(gen, ms) {
+    clearTimeout(state.reopenTimer);
+    state.reopenTimer = setTimeout(() => {
+      if (gen !== state.generation) return;
+      closeStream();
+      openStream(state.lastId);
+    }, ms);
+  }
+
+  // openStream reads GET /messages/stream from after on, as Server-Sent
+  // Events, until the filter changes; when the stream ends or breaks it
+  // opens it again after the newest message shown.
+  async function openStream(after) {
     const gen = state.generation;
-    const es = new EventSource(streamURL(after));
-    state.source = es;
+    const ctrl = new AbortController();
+    state.abort = ctrl;
     setState(ui.streamState, "warn", "stream: connecting");
-    es.onopen = () => {
+    let r;
+    try {
+      r = await fetch(streamURL(after), { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
+    } catch (e) {
       if (gen !== state.generation) return;
-      setState(ui.streamState, "ok", "stream: live");
-    };
-    es.addEventListener("message", (ev) => {
-      if (gen !== state.generation) return;
-      let m;
-      try {
-        m = JSON.parse(ev.data);
-      } catch (e) {
+      setState(ui.streamState, "bad", "stream: subscriber unreachable, retrying");
+      reopen(gen, REOPEN_MS);
+      return;
+    }
+    if (gen !== state.generation) {
+      ctrl.abort();
+      return;
+    }
+    if (r.status === 401) {
+      askToken("The subscriber refused the token; enter it again.");
+      return;
+    }
+    if (!r.ok || !r.body) {
+      // Refused for now (503: the store, or too many reads): try again a
+      // while later, as the answer says if it does.
+      const wait = Number(r.headers.get("Retry-After"));
+      setState(ui.streamState, "bad", "stream: HTTP " + r.status + ", retrying");
+      reopen(gen, wait > 0 ? wait * 1000 : REOPEN_MS);
+      return;
+    }
+    setState(ui.streamState, "ok", "stream: live");
+    try {
+      await readEvents(gen, r.body);
+    } catch (e) {
+      // the connection broke: resume below
+    }
+    if (gen !== state.generation) return;
+    setState(ui.streamState, "warn", "stream: reconnecting");
+    reopen(gen, state.retryMs);
+  }
+
+  // readEvents parses an event stream (the WHATWG rules for the fields
+  // this server sends) and hands each event to onEvent.
+  async function readEvents(gen, body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    let type = "";
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || gen !== state.generation) {
+        reader.cancel().catch(() => {});
         return;
       }
-      add(m, true);
-    });
-    es.addEventListener("reconnect", () => {
-      if (gen !== state.generation) return;
+      buf += value;
+      let start = 0;
+      for (;;) {
+        const nl = buf.indexOf("\n", start);
+        if (nl < 0) break;
+        let line = buf.slice(start, nl);
+        start = nl + 1;
+        if (line.endsWith("\r")) line = line.slice(0, -1);
+        if (line === "") {
+          if (data.length > 0) onEvent(gen, type || "message", data.join("\n"));
+          type = "";
+          data = [];
+          continue;
+        }
+        if (line[0] === ":") continue; // a comment: the server's ping
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v[0] === " ") v = v.slice(1);
+        if (field === "data") data.push(v);
+        else if (field === "event") type = v;
+        else if (field === "retry" && /^\d+$/.test(v)) state.retryMs = Number(v);
+      }
+      buf = buf.slice(start);
+    }
+  }
+
+  function onEvent(gen, type, data) {
+    if (gen !== state.generation) return;
+    if (type === "reconnect") {
+      // The server ends the stream (the client fell behind): resume.
       setState(ui.streamState, "warn", "stream: resuming");
-    });
-    es.onerror = () => {
-      if (gen !== state.generation) return;
-      if (es.readyState === EventSource.CLOSED) {
-        // The server refused (an error status): try again a while later,
-        // from the newest message shown.
-        setState(ui.streamState, "bad", "stream: closed, retrying");
-        es.close();
-        state.reopenTimer = setTimeout(() => {
-          if (gen !== state.generation) return;
-          closeStream();
-          openStream(state.lastId);
-        }, REOPEN_MS);
-        return;
-      }
-      setState(ui.streamState, "warn", "stream: reconnecting");
-    };
+      return;
+    }
+    if (type !== "message") return;
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch (e) {
+      return;
+    }
+    add(m, true);
   }
 
   // applyFilter shows the newest stored messages for the filter, then
@@ -369,10 +509,19 @@
     if (f === "#") url.searchParams.delete("topic");
     else url.searchParams.set("topic", f);
     history.replaceState(null, "", url);
+    if (state.tokenRequired && state.token === "") {
+      askToken("");
+      return;
+    }
 
     let backlog = [];
     try {
-      const r = await fetch("messages?limit=" + BACKLOG + "&topic=" + encodeURIComponent(f), { cache: "no-store" });
+      const r = await fetch("messages?limit=" + BACKLOG + "&topic=" + encodeURIComponent(f), { headers: auth(), cache: "no-store" });
+      if (gen !== state.generation) return;
+      if (r.status === 401) {
+        askToken("The subscriber refused the token; enter it again.");
+        return;
+      }
       if (r.ok) backlog = (await r.json()).messages || [];
     } catch (e) {
       backlog = []; // the stream's own state tells the user
@@ -466,9 +615,11 @@
   async function loadConfig() {
     try {
       const r = await fetch("console/config.json", { cache: "no-store" });
-      if (!r.ok) return;
-      const c = await r.json();
-      state.publisherURL = (c.publisher_url || "").replace(/\/+$/, "");
+      if (r.ok) {
+        const c = await r.json();
+        state.publisherURL = (c.publisher_url || "").replace(/\/+$/, "");
+        state.tokenRequired = c.token_required === true;
+      }
     } catch (e) {
       state.publisherURL = "";
     }
@@ -491,7 +642,9 @@
     resizeTimer = setTimeout(draw, 100);
   });
   setInterval(draw, 1000);
-  loadConfig();
+  loadToken();
+  ui.tokenForget.hidden = state.token === "";
   pollReady();
-  applyFilter(ui.filter.value.trim() || "#");
+  // The configuration says whether to ask for a token before any read.
+  loadConfig().then(() => applyFilter(ui.filter.value.trim() || "#"));
 })();
