@@ -185,7 +185,9 @@ func (i *Ingester) commitOnce(ctx context.Context, b *batch) error {
 	c := i.commitOf(b)
 	start := time.Now()
 	if err := i.st.Commit(ctx, c); err != nil {
-		b.unsure = len(b.rows) > 0 && !errors.Is(err, store.ErrReset)
+		// Even a commit into a store found replaced may have landed
+		// in the new one (a connection that opened the path again).
+		b.unsure = len(b.rows) > 0
 		return err
 	}
 	i.m.CommitSeconds.Observe(time.Since(start).Seconds())

@@ -404,11 +404,11 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 	rows, err := s.pool.Query(ctx, `SELECT id FROM messages
 		WHERE received_at >= $1 AND batch_key = $2 ORDER BY id`, since, key)
 	if err != nil {
-		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+		return nil, s.recover(ctx, fmt.Errorf("find batch %x: %w", uint64(key), err))
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
+		return nil, s.recover(ctx, fmt.Errorf("find batch %x: %w", uint64(key), err))
 	}
 	return ids, nil
 }

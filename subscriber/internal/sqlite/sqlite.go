@@ -108,13 +108,42 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 // open opens the file at s.path (creating and migrating it) and prepares
-// the writer's statements.
+// the writer's statements. The file's identity is taken before and after
+// the writer opens it: a file replaced in between is opened again, so that
+// the identity is the one of the file the writer writes.
 func (s *Store) open(ctx context.Context) (*handles, error) {
 	if dir := filepath.Dir(s.path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("create directory of %s: %w", s.path, err)
 		}
 	}
+	for attempt := 1; ; attempt++ {
+		f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", s.path, err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("open %s: %w", s.path, err)
+		}
+		before, err := identify(s.path)
+		if err != nil {
+			return nil, err
+		}
+		h, err := s.openHandles(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.file, err = identify(s.path)
+		if err == nil && h.file == before {
+			return h, nil
+		}
+		if cerr := h.close(); cerr != nil || attempt == 5 {
+			return nil, errors.Join(fmt.Errorf("open %s: the file keeps changing under it", s.path), err, cerr)
+		}
+	}
+}
+
+func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 	w, err := sql.Open("sqlite", s.dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", s.path, err)
@@ -125,11 +154,6 @@ func (s *Store) open(ctx context.Context) (*handles, error) {
 	if err := migrate(ctx, w, migrations); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate %s: %w", s.path, err)
-	}
-	// The identity of the file the writer has open: migrate created it.
-	if h.file, err = identify(s.path); err != nil {
-		w.Close()
-		return nil, err
 	}
 	r, err := sql.Open("sqlite", s.dsn)
 	if err != nil {
@@ -175,10 +199,14 @@ func identify(path string) (fileID, error) {
 }
 
 // moved reports whether the file at s.path is no longer the one h writes
-// (deleted, or replaced by another file).
-func (s *Store) moved(h *handles) bool {
-	id, err := identify(s.path)
-	return err != nil || id != h.file
+// (deleted, or replaced by another file), or err says that h's file lost
+// its schema (a connection that opened the path again found another file).
+func (s *Store) moved(h *handles, err error) bool {
+	if err != nil && strings.Contains(err.Error(), "no such table") {
+		return true
+	}
+	id, serr := identify(s.path)
+	return serr != nil || id != h.file
 }
 
 // reopen replaces h, whose file is gone from s.path, by handles on a file
@@ -281,11 +309,12 @@ func (s *Store) restartWAL(ctx context.Context, h *handles) {
 // a file deleted or replaced is opened again (and Ping fails this time).
 func (s *Store) Ping(ctx context.Context) error {
 	h := s.h.Load()
-	if s.moved(h) {
+	var one int
+	err := h.r.QueryRowContext(ctx, "SELECT 1 FROM schema_version").Scan(&one)
+	if s.moved(h, err) {
 		return fmt.Errorf("ping sqlite: %w", s.reopen(ctx, h))
 	}
-	var one int
-	if err := h.r.QueryRowContext(ctx, "SELECT 1 FROM schema_version").Scan(&one); err != nil {
+	if err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
 	}
 	if p := s.checkpointErr.Load(); p != nil {
@@ -319,7 +348,7 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 	h := s.h.Load()
 	ids, err := h.commit(ctx, c)
-	if s.moved(h) {
+	if s.moved(h, err) {
 		return s.reopen(ctx, h)
 	}
 	if err != nil {
@@ -789,8 +818,12 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 	if key == 0 {
 		return nil, store.ErrNoBatchKey
 	}
-	rows, err := s.h.Load().w.QueryContext(ctx, `SELECT id FROM messages
+	h := s.h.Load()
+	rows, err := h.w.QueryContext(ctx, `SELECT id FROM messages
 		WHERE received_at >= ? AND batch_key = ? ORDER BY id`, since.UnixMicro(), key)
+	if s.moved(h, err) {
+		return nil, s.reopen(ctx, h)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("find batch %x: %w", uint64(key), err)
 	}
