@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -355,7 +356,14 @@ func wait(d *deadline, t mqtt.Token, lost <-chan struct{}) error {
 		}
 	}
 	if err := t.Error(); err != nil {
-		return err
+		select {
+		case <-lost:
+			// Whatever Paho says (a failed write, its writer gone before
+			// it took the packet), the connection is what failed.
+			return fmt.Errorf("%w (%v)", ErrConnectionLost, withoutAddrs(err))
+		default:
+			return tokenError(err)
+		}
 	}
 	// After a reconnect Paho resends what was unacknowledged and completes
 	// the original token, without error, as it does so: a token completed
@@ -368,6 +376,39 @@ func wait(d *deadline, t mqtt.Token, lost <-chan struct{}) error {
 	default:
 		return nil
 	}
+}
+
+// pahoWriteTimeout is the error Paho completes a publish token with when
+// its writer did not take the packet within the write timeout.
+const pahoWriteTimeout = "publish was broken by timeout"
+
+// tokenError is the domain's word for the error Paho completed a publish
+// token with. Paho has no sentinels for most of them; what it reports for a
+// publish is a failed write (broken pipe, reset, closed connection), the
+// connection lost before the acknowledgement, the connection not open when
+// the publish was made, or its writer not taking the packet in time (on a
+// connection that is still open: wait checks that first). Every failure of
+// the connection is ErrConnectionLost: the message may or may not have
+// reached the broker, and the caller must not mistake it for a fault of the
+// publisher.
+func tokenError(err error) error {
+	switch {
+	case errors.Is(err, mqtt.ErrNotConnected):
+		return ErrNotConnected
+	case err.Error() == pahoWriteTimeout:
+		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+	}
+	return fmt.Errorf("%w (%v)", ErrConnectionLost, withoutAddrs(err))
+}
+
+// withoutAddrs is the failure of a *net.OpError without its addresses: the
+// answer's detail is the client's to read, the network's layout is not.
+func withoutAddrs(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
 }
 
 // Close announces offline on the status topic (a graceful disconnect does

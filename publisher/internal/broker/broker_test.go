@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,14 @@ import (
 // startMosquitto runs a real broker on a free port for the test. Without
 // mosquitto in PATH the test is skipped, or fails in CI (CI=true).
 func startMosquitto(tb testing.TB) string {
+	tb.Helper()
+	url, _ := startKillableMosquitto(tb)
+	return url
+}
+
+// startKillableMosquitto is startMosquitto that also returns a function
+// which kills the broker (SIGKILL) and waits for it to exit.
+func startKillableMosquitto(tb testing.TB) (string, func()) {
 	tb.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -39,21 +49,25 @@ func startMosquitto(tb testing.TB) string {
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start mosquitto: %v", err)
 	}
-	tb.Cleanup(func() {
-		if err := cmd.Process.Kill(); err != nil {
-			tb.Logf("kill mosquitto: %v", err)
-		}
-		var exit *exec.ExitError
-		if err := cmd.Wait(); err != nil && !errors.As(err, &exit) {
-			tb.Logf("wait for mosquitto: %v", err)
-		}
-	})
+	var once sync.Once
+	kill := func() {
+		once.Do(func() {
+			if err := cmd.Process.Kill(); err != nil {
+				tb.Logf("kill mosquitto: %v", err)
+			}
+			var exit *exec.ExitError
+			if err := cmd.Wait(); err != nil && !errors.As(err, &exit) {
+				tb.Logf("wait for mosquitto: %v", err)
+			}
+		})
+	}
+	tb.Cleanup(kill)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return "tcp://" + addr
+			return "tcp://" + addr, kill
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("mosquitto did not listen on %s", addr)
@@ -206,5 +220,115 @@ func TestPublishAndStatus(t *testing.T) {
 	}
 	if got := status.wait(t, 2); string(got[1].Payload()) != statusOffline || c.Connected() {
 		t.Errorf("after Close: status %q, connected %v; want %q, false", got[1].Payload(), c.Connected(), statusOffline)
+	}
+}
+
+// fakeToken is a publish token that Paho completed with err.
+type fakeToken struct{ err error }
+
+func (f fakeToken) Wait() bool                     { return true }
+func (f fakeToken) WaitTimeout(time.Duration) bool { return true }
+func (f fakeToken) Done() <-chan struct{}          { return closedChan() }
+func (f fakeToken) Error() error                   { return f.err }
+
+// Every error Paho can complete a publish token with is one of the domain's,
+// so that the API answers 503 or 504 for it, never 500.
+func TestTokenErrors(t *testing.T) {
+	epipe := &net.OpError{Op: "write", Net: "tcp",
+		Source: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 39192},
+		Addr:   &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1883},
+		Err:    os.NewSyscallError("write", syscall.EPIPE)}
+	tests := []struct {
+		name   string
+		err    error
+		lost   bool // the connection was lost meanwhile
+		want   error
+		detail string // what the error must say ("": anything)
+	}{
+		{"broken pipe", epipe, false, ErrConnectionLost, "write: broken pipe"},
+		{"broken pipe, connection lost", epipe, true, ErrConnectionLost, ""},
+		{"reset", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.ECONNRESET)}, false, ErrConnectionLost, "connection reset by peer"},
+		{"closed connection", net.ErrClosed, false, ErrConnectionLost, "use of closed network connection"},
+		{"lost before completion", errors.New("connection lost before Publish completed"), false, ErrConnectionLost, "lost before Publish completed"},
+		{"unknown", errors.New("something else"), false, ErrConnectionLost, "something else"},
+		{"not connected", mqtt.ErrNotConnected, false, ErrNotConnected, "not connected"},
+		{"writer timeout", errors.New(pahoWriteTimeout), false, ErrTimeout, pahoWriteTimeout},
+		{"writer timeout, connection lost", errors.New(pahoWriteTimeout), true, ErrConnectionLost, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lost := make(chan struct{})
+			if tt.lost {
+				close(lost)
+			}
+			d := deadline{ctx: t.Context(), timer: time.NewTimer(time.Minute)}
+			defer d.timer.Stop()
+			got := wait(&d, fakeToken{tt.err}, lost)
+			if !errors.Is(got, tt.want) {
+				t.Errorf("wait on a token failed with %q = %v, want %v", tt.err, got, tt.want)
+			}
+			if !strings.Contains(got.Error(), tt.detail) {
+				t.Errorf("error %q, want it to say %q", got, tt.detail)
+			}
+			if strings.Contains(got.Error(), "10.0.0.") {
+				t.Errorf("error %q names the network's addresses", got)
+			}
+		})
+	}
+}
+
+// The broker is killed while publishes are under way, again and again: every
+// publish either succeeds or fails with one of the domain's errors, and the
+// failures of the connection itself (a write that fails on a connection
+// that is gone) are ErrConnectionLost.
+func TestPublishBrokerKilled(t *testing.T) {
+	url, kill := startKillableMosquitto(t)
+	c := newClient(t, url)
+	waitConnected(t, c)
+
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := message.Message{Topic: fmt.Sprintf("killed/%d", w), Payload: []byte(fmt.Sprint(i)), QoS: byte(i % 3)}
+				err := c.Publish(t.Context(), m)
+				kind := "ok"
+				switch {
+				case err == nil:
+				case errors.Is(err, ErrConnectionLost):
+					kind = "connection lost"
+				case errors.Is(err, ErrNotConnected):
+					kind = "not connected"
+					time.Sleep(time.Millisecond)
+				case errors.Is(err, ErrTimeout):
+					kind = "timeout"
+				default:
+					t.Errorf("publish QoS %d: %v (%T), want nil or a domain error", m.QoS, err, err)
+					kind = "other"
+				}
+				mu.Lock()
+				counts[kind]++
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	kill()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("publishes by outcome: %v", counts)
+	if counts["ok"] == 0 || counts["connection lost"]+counts["not connected"] == 0 {
+		t.Errorf("outcomes %v: want some publishes through and some refused", counts)
 	}
 }
