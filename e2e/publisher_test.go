@@ -536,6 +536,8 @@ func TestPublisherInvalidConfig(t *testing.T) {
 	bin := harness.Publisher(t)
 	tests := []struct{ name, value string }{
 		{"MQTT_QOS", "3"},
+		{"MQTT_MAX_INFLIGHT", "0"},
+		{"MQTT_MAX_INFLIGHT", "65536"},
 		{"PUBLISH_TIMEOUT", "abc"},
 		{"MQTT_BROKER", "http://localhost:1883"},
 		{"MAX_MESSAGE_BYTES", "-1"},

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,13 +91,14 @@ func newClient(tb testing.TB, url string) *Client {
 	tb.Helper()
 	c, err := New(slog.New(slog.DiscardHandler), Options{
 		URL: url, ClientID: "broker-test", StatusTopic: "clients/broker-test/status",
-		PublishTimeout: 2 * time.Second, Registerer: prometheus.NewRegistry(),
+		PublishTimeout: 2 * time.Second, MaxInflight: 20, Registerer: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
 	tb.Cleanup(func() {
-		if err := c.Close(tb.Context()); err != nil {
+		// The test's context is cancelled before its cleanups run.
+		if err := c.Close(context.WithoutCancel(tb.Context())); err != nil {
 			tb.Logf("close: %v", err)
 		}
 	})
