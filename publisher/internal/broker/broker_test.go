@@ -25,13 +25,21 @@ import (
 // mosquitto in PATH the test is skipped, or fails in CI (CI=true).
 func startMosquitto(tb testing.TB) string {
 	tb.Helper()
-	url, _ := startKillableMosquitto(tb)
-	return url
+	return runMosquitto(tb, freeAddr(tb)).url()
 }
 
-// startKillableMosquitto is startMosquitto that also returns a function
-// which kills the broker (SIGKILL) and waits for it to exit.
-func startKillableMosquitto(tb testing.TB) (string, func()) {
+// mosquitto is a broker process of the test's own, with Mosquitto's
+// defaults (max_inflight_messages 20).
+type mosquitto struct {
+	tb   testing.TB
+	addr string
+	cmd  *exec.Cmd
+	once sync.Once
+}
+
+// runMosquitto starts a broker on addr and waits until it listens; the test's
+// end kills it.
+func runMosquitto(tb testing.TB, addr string) *mosquitto {
 	tb.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -40,41 +48,51 @@ func startKillableMosquitto(tb testing.TB) (string, func()) {
 		}
 		tb.Skip("mosquitto not in PATH")
 	}
-	addr := freeAddr(tb)
 	port := addr[len("127.0.0.1:"):]
 	conf := filepath.Join(tb.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n", port)), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
+	m := &mosquitto{tb: tb, addr: addr, cmd: exec.Command(bin, "-c", conf)}
+	if err := m.cmd.Start(); err != nil {
 		tb.Fatalf("start mosquitto: %v", err)
 	}
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			if err := cmd.Process.Kill(); err != nil {
-				tb.Logf("kill mosquitto: %v", err)
-			}
-			var exit *exec.ExitError
-			if err := cmd.Wait(); err != nil && !errors.As(err, &exit) {
-				tb.Logf("wait for mosquitto: %v", err)
-			}
-		})
-	}
-	tb.Cleanup(kill)
+	tb.Cleanup(m.kill)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return "tcp://" + addr, kill
+			return m
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("mosquitto did not listen on %s", addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (m *mosquitto) url() string { return "tcp://" + m.addr }
+
+// pause stops the process (SIGSTOP): its connections stay open, nothing is
+// acknowledged.
+func (m *mosquitto) pause() {
+	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		m.tb.Fatalf("pause mosquitto: %v", err)
+	}
+}
+
+// kill sends SIGKILL and waits for the exit; the kernel closes its sockets.
+func (m *mosquitto) kill() {
+	m.once.Do(func() {
+		if err := m.cmd.Process.Kill(); err != nil {
+			m.tb.Logf("kill mosquitto: %v", err)
+		}
+		var exit *exec.ExitError
+		if err := m.cmd.Wait(); err != nil && !errors.As(err, &exit) {
+			m.tb.Logf("wait for mosquitto: %v", err)
+		}
+	})
 }
 
 func freeAddr(tb testing.TB) string {
@@ -87,12 +105,16 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-func newClient(tb testing.TB, url string) *Client {
+func newClient(tb testing.TB, url string, change ...func(*Options)) *Client {
 	tb.Helper()
-	c, err := New(slog.New(slog.DiscardHandler), Options{
+	o := Options{
 		URL: url, ClientID: "broker-test", StatusTopic: "clients/broker-test/status",
 		PublishTimeout: 2 * time.Second, MaxInflight: 20, Registerer: prometheus.NewRegistry(),
-	})
+	}
+	for _, f := range change {
+		f(&o)
+	}
+	c, err := New(slog.New(slog.DiscardHandler), o)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -284,8 +306,8 @@ func TestTokenErrors(t *testing.T) {
 // failures of the connection itself (a write that fails on a connection
 // that is gone) are ErrConnectionLost.
 func TestPublishBrokerKilled(t *testing.T) {
-	url, kill := startKillableMosquitto(t)
-	c := newClient(t, url)
+	m := runMosquitto(t, freeAddr(t))
+	c := newClient(t, m.url())
 	waitConnected(t, c)
 
 	var mu sync.Mutex
@@ -325,7 +347,7 @@ func TestPublishBrokerKilled(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	kill()
+	m.kill()
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()

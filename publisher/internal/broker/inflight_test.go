@@ -155,3 +155,52 @@ func TestPublishWithinMaxInflight(t *testing.T) {
 		t.Errorf("%d slots in use after every publish was acknowledged, want 0", n)
 	}
 }
+
+// A publish that timed out keeps its slot while Paho still holds the message:
+// after the reconnect Paho sends it again, and only that copy's
+// acknowledgement frees the slot. Meanwhile new publishes wait, so the new
+// connection never carries more than MaxInflight unacknowledged publishes.
+func TestInflightSlotsAcrossReconnect(t *testing.T) {
+	const max = 5
+	addr := freeAddr(t)
+	broker := runMosquitto(t, addr)
+	c := newClient(t, broker.url(), func(o *Options) {
+		o.MaxInflight = max
+		o.PublishTimeout = 500 * time.Millisecond
+	})
+	waitConnected(t, c)
+
+	broker.pause()
+	var wg sync.WaitGroup
+	for i := range max {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.Publish(t.Context(), message.Message{Topic: "resent", Payload: []byte(fmt.Sprint(i)), QoS: byte(1 + i%2)})
+			if !errors.Is(err, ErrTimeout) {
+				t.Errorf("publish %d to a paused broker = %v, want ErrTimeout", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.inflight.inUse(); n != max {
+		t.Fatalf("%d slots in use after the publishes timed out, want %d: Paho still holds them", n, max)
+	}
+	err := c.Publish(t.Context(), message.Message{Topic: "waits", Payload: []byte("x"), QoS: 1})
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("publish with every slot held = %v, want ErrTimeout", err)
+	}
+
+	broker.kill()
+	runMosquitto(t, addr)
+	deadline := time.Now().Add(15 * time.Second)
+	for c.inflight.inUse() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still in use 15s after the broker came back", c.inflight.inUse())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.Publish(t.Context(), message.Message{Topic: "after", Payload: []byte("x"), QoS: 2}); err != nil {
+		t.Fatalf("publish after the reconnect: %v", err)
+	}
+}
