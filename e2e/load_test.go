@@ -17,9 +17,10 @@ import (
 
 // Load against the stack as docker-compose.yml runs it: Mosquitto with the
 // repository's mosquitto.conf, password file and ACL; the publisher and the
-// subscriber logged in as the compose file logs them in, with its settings.
-// Every publish answered 200 must be stored exactly once, and the publisher
-// must come out of it connected, on its first connection.
+// subscriber logged in as the compose file logs them in, the publisher with
+// the compose file's settings that bear on load (MQTT_MAX_INFLIGHT). Every
+// publish answered 200 must be stored exactly once, and the publisher must
+// come out of it connected, on its first connection.
 
 // startRepoStack runs the repository's broker configuration, a subscriber
 // storing load/# and a publisher, and waits until both are ready.
