@@ -293,6 +293,8 @@ func (b *bench) publisher(ctx context.Context) (*Proc, error) {
 	p, err := startProc(ctx, "publisher", bin, nil, b.env(map[string]string{
 		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": "bench-publisher",
 		"HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
+		// As the stack runs it: the broker's max_inflight_messages.
+		"MQTT_MAX_INFLIGHT": strconv.Itoa(b.cfg.MaxInflight),
 	}), b.dir)
 	if err != nil {
 		return nil, err

@@ -98,9 +98,18 @@ trap 'stop_all' EXIT
 trap 'say "stopping"; stop_all; exit 130' INT TERM
 
 # --- broker ------------------------------------------------------------------
+# The publisher's MQTT_MAX_INFLIGHT must not exceed the broker's
+# max_inflight_messages: with the repository's mosquitto.conf both are that
+# file's value; a broker found running keeps the publisher's default (20,
+# Mosquitto's own default) unless MQTT_MAX_INFLIGHT says otherwise.
+max_inflight=${MQTT_MAX_INFLIGHT:-}
 if answers "$mqtt_port"; then
 	say "a broker already answers on 127.0.0.1:$mqtt_port: using it (it must accept the users publisher and subscriber with PUBLISHER_MQTT_PASSWORD and SUBSCRIBER_MQTT_PASSWORD, or anonymous clients)"
 else
+	if [[ -z $max_inflight ]]; then
+		max_inflight=$(awk '$1 == "max_inflight_messages" { print $2 }' "$root/mosquitto.conf")
+		[[ $max_inflight =~ ^[0-9]+$ ]] || die "mosquitto.conf: no max_inflight_messages"
+	fi
 	mosquitto=$(find_cmd mosquitto) || die "mosquitto not found (install Eclipse Mosquitto 2, or start a broker on port $mqtt_port)"
 	find_cmd mosquitto_passwd >/dev/null || die "mosquitto_passwd not found"
 	PATH=$PATH:$(dirname "$(find_cmd mosquitto_passwd)") \
@@ -133,6 +142,7 @@ done
 start publisher env \
 	MQTT_BROKER="tcp://127.0.0.1:$mqtt_port" \
 	MQTT_USERNAME=publisher MQTT_PASSWORD="$PUBLISHER_MQTT_PASSWORD" \
+	${max_inflight:+MQTT_MAX_INFLIGHT="$max_inflight"} \
 	HTTP_ADDR="127.0.0.1:$pub_port" \
 	CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://localhost:$sub_port,http://127.0.0.1:$sub_port}" \
 	"$run/bin/publisher"

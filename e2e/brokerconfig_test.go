@@ -26,6 +26,7 @@ import (
 type aclBroker struct {
 	url       string
 	passwords map[string]string // user -> password
+	log       *aclLog           // the broker's stderr: its log (log_dest stderr)
 }
 
 func startACLBroker(t *testing.T) *aclBroker {
@@ -71,9 +72,10 @@ func startACLBroker(t *testing.T) *aclBroker {
 		t.Fatalf("write mosquitto.conf: %v", err)
 	}
 
-	var log aclLog
+	log := &aclLog{}
+	b.log = log
 	proc := exec.Command(bin, "-c", confPath)
-	proc.Stdout, proc.Stderr = &log, &log
+	proc.Stdout, proc.Stderr = log, log
 	if err := proc.Start(); err != nil {
 		t.Fatalf("start mosquitto: %v", err)
 	}

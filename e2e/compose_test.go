@@ -335,6 +335,36 @@ func composeMosquittoSettings(t *testing.T, path string) map[string]string {
 	return out
 }
 
+// TestComposeMaxInflightMatchesBroker checks that the publisher never has
+// more QoS 1 and 2 publishes out than the stack's broker takes from one
+// client: past max_inflight_messages Mosquitto acknowledges a publish and
+// drops it (see mosquitto.conf). The stack raises both together: compose
+// sets the broker's value, deploy/run-local.sh reads it from mosquitto.conf.
+func TestComposeMaxInflightMatchesBroker(t *testing.T) {
+	root, _, cf := loadCompose(t)
+	broker := composeMosquittoSettings(t, filepath.Join(root, "mosquitto.conf"))["max_inflight_messages"]
+	if broker == "" {
+		t.Fatalf("mosquitto.conf sets no max_inflight_messages (Mosquitto's default is 20)")
+	}
+	for name, s := range cf.Services {
+		if s.module() != "publisher" {
+			continue
+		}
+		if got := s.Environment["MQTT_MAX_INFLIGHT"]; got != broker {
+			t.Errorf("service %s: MQTT_MAX_INFLIGHT %q, want %s, the max_inflight_messages of mosquitto.conf", name, got, broker)
+		}
+	}
+	script, err := os.ReadFile(filepath.Join(root, "deploy", "run-local.sh"))
+	if err != nil {
+		t.Fatalf("read run-local.sh: %v", err)
+	}
+	for _, want := range []string{`"max_inflight_messages"`, `MQTT_MAX_INFLIGHT="$max_inflight"`} {
+		if !bytes.Contains(script, []byte(want)) {
+			t.Errorf("deploy/run-local.sh lacks %s: it must give the publisher the broker's max_inflight_messages", want)
+		}
+	}
+}
+
 func TestComposeMountedFilesExist(t *testing.T) {
 	root, _, cf := loadCompose(t)
 	for name, s := range cf.Services {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -535,6 +536,8 @@ func TestPublisherInvalidConfig(t *testing.T) {
 	bin := harness.Publisher(t)
 	tests := []struct{ name, value string }{
 		{"MQTT_QOS", "3"},
+		{"MQTT_MAX_INFLIGHT", "0"},
+		{"MQTT_MAX_INFLIGHT", "65536"},
 		{"PUBLISH_TIMEOUT", "abc"},
 		{"MQTT_BROKER", "http://localhost:1883"},
 		{"MAX_MESSAGE_BYTES", "-1"},
@@ -618,4 +621,73 @@ func TestPublisherShutdownFinishesInFlight(t *testing.T) {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	b.Resume()
+}
+
+// The broker is killed again and again under concurrent publishes: a publish
+// whose connection fails (a write on a connection that is gone, the
+// connection lost before the acknowledgement) answers 503, never 500.
+func TestPublisherBrokerKilledUnderLoad(t *testing.T) {
+	b := harness.StartBroker(t)
+	pub := startPublisher(t, b, map[string]string{"LOG_LEVEL": "info"})
+	pub.WaitReady(t, 10*time.Second)
+
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	t.Cleanup(client.CloseIdleConnections)
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf(`{"topic":"pt/killed/%d","message":"%d","qos":%d}`, w, i, i%3)
+				status := 0
+				resp, err := client.Post(pub.URL()+"/publish", "application/json", strings.NewReader(body))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				mu.Lock()
+				statuses[status]++
+				mu.Unlock()
+				if status != http.StatusOK {
+					time.Sleep(5 * time.Millisecond) // 503 comes at once; don't spin
+				}
+			}
+		}()
+	}
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		b.Kill()
+		time.Sleep(100 * time.Millisecond)
+		b.Start()
+	}
+	pub.WaitReady(t, 15*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	t.Logf("answers by status: %v", statuses)
+	for status, n := range statuses {
+		if status != 200 && status != 503 && status != 504 {
+			t.Errorf("%d answers with status %d; want only 200, 503 and 504", n, status)
+		}
+	}
+	if statuses[503] == 0 || statuses[200] == 0 {
+		t.Errorf("answers %v: want publishes through and refused", statuses)
+	}
+	for _, l := range pub.Logs() {
+		if l["msg"] == "request failed" && l["status"] == float64(500) {
+			t.Errorf("publisher log: %v", l)
+			break
+		}
+	}
 }

@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		TLS:            cfg.TLS,
 		StatusTopic:    cfg.StatusTopic,
 		PublishTimeout: cfg.PublishTimeout,
+		MaxInflight:    cfg.MaxInflight,
 		Registerer:     reg,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 var (
 	errBadRequest           = errors.New("bad request")
 	errUnauthorized         = errors.New("unauthorized")
+	errForbidden            = errors.New("forbidden")
 	errNotFound             = errors.New("not found")
 	errMethodNotAllowed     = errors.New("method not allowed")
 	errTooLarge             = errors.New("content too large")
@@ -27,6 +28,8 @@ func statusOf(err error) int {
 		return http.StatusOK
 	case errors.Is(err, errUnauthorized):
 		return http.StatusUnauthorized
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errMethodNotAllowed):

@@ -40,6 +40,45 @@ func requireToken(log *slog.Logger, token string) func(http.Handler) http.Handle
 	}
 }
 
+// refuseCrossOrigin refuses, with 403, the browser requests that change
+// something (POST) and come from an origin that is neither the publisher's
+// own nor trusted (CORS_ALLOWED_ORIGINS). Without it, and with API_TOKEN
+// empty, any web page a user opens could publish through a publisher on
+// their machine or network: a fetch with mode no-cors is sent without asking
+// the publisher first, and a body without Content-Type is read as JSON.
+// Browsers say where a request comes from (Sec-Fetch-Site, Origin); a
+// request without those headers (curl, scripts, devices) passes.
+// net/http's CrossOriginProtection decides.
+//
+// "*" trusts every origin, so the check is off: the CORS answers then let
+// any page call the API in the open anyway, and only API_TOKEN (which a
+// browser never sends by itself) keeps pages out.
+func refuseCrossOrigin(log *slog.Logger, trusted []string) (func(http.Handler) http.Handler, error) {
+	if slices.Contains(trusted, "*") {
+		return func(next http.Handler) http.Handler { return next }, nil
+	}
+	p := http.NewCrossOriginProtection()
+	for _, o := range trusted {
+		if err := p.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
+		}
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if p.Check(r) != nil {
+				from := "a page on another site (no Origin)"
+				if o := r.Header.Get("Origin"); o != "" {
+					from = fmt.Sprintf("origin %.200q", o)
+				}
+				writeError(log, w, r, &kindError{kind: errForbidden, msg: "cross-origin request refused: " + from +
+					" is not in CORS_ALLOWED_ORIGINS, and a browser may publish only from the origins listed there"})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, nil
+}
+
 // cors lets browsers on the allowed origins call the API and answers their
 // preflight requests. It runs before routing, so preflights need no routes of
 // their own and never meet the token check (browsers send no credentials on

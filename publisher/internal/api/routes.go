@@ -14,12 +14,13 @@ import (
 )
 
 // addRoutes is the whole API surface.
-func addRoutes(r chi.Router, log *slog.Logger, cfg config.Config, lim limits, b Broker, reg *prometheus.Registry) {
+func addRoutes(r chi.Router, log *slog.Logger, cfg config.Config, lim limits, b Broker, reg *prometheus.Registry, crossOrigin func(http.Handler) http.Handler) {
 	r.Method(http.MethodGet, "/healthz", handleHealthz(log))
 	r.Method(http.MethodGet, "/readyz", handleReadyz(log, b))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
 	r.Group(func(r chi.Router) {
+		r.Use(crossOrigin) // a page elsewhere must not publish through the user's browser
 		if cfg.APIToken != "" {
 			r.Use(requireToken(log, cfg.APIToken))
 		}

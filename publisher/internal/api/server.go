@@ -5,6 +5,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +33,15 @@ func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Re
 		maxBody:      cfg.MaxBodyBytes(),
 		maxBatchBody: cfg.MaxBatchBytes,
 	}
+	crossOrigin, err := refuseCrossOrigin(log, cfg.CORSAllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(cfg.CORSAllowedOrigins, "*") && cfg.APIToken == "" {
+		log.Warn("CORS_ALLOWED_ORIGINS is * and API_TOKEN is empty: any web page a user opens can publish through this publisher")
+	}
 	r := chi.NewRouter()
 	r.Use(recoverPanic(log), observe(log, m), cors(cfg.CORSAllowedOrigins))
-	addRoutes(r, log, cfg, lim, b, reg)
+	addRoutes(r, log, cfg, lim, b, reg, crossOrigin)
 	return r, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -459,5 +460,92 @@ func TestAccessLogLevels(t *testing.T) {
 				t.Errorf("at %s, access lines by status = %v, want %v\n%s", level, got, want, out.String())
 			}
 		})
+	}
+}
+
+// Browser requests that publish are refused from origins other than the
+// publisher's own and CORS_ALLOWED_ORIGINS, whatever the Content-Type;
+// requests without Origin and Sec-Fetch-Site (curl, scripts, devices) are
+// not browsers' and pass.
+func TestCrossOriginProtection(t *testing.T) {
+	const console = "http://console.test:8081"
+	tests := []struct {
+		name    string
+		trusted []string
+		token   string
+		header  []string // Origin, Sec-Fetch-Site, ...
+		status  int
+	}{
+		{"no browser headers", []string{console}, "", nil, 200},
+		{"no browser headers, nothing trusted", nil, "", nil, 200},
+		{"same origin", []string{console}, "", []string{"Sec-Fetch-Site", "same-origin"}, 200},
+		{"typed into the address bar", nil, "", []string{"Sec-Fetch-Site", "none"}, 200},
+		{"trusted origin", []string{console}, "", []string{"Origin", console, "Sec-Fetch-Site", "same-site"}, 200},
+		{"trusted origin, old browser", []string{console}, "", []string{"Origin", console}, 200},
+		{"another site", []string{console}, "", []string{"Origin", "http://evil.test", "Sec-Fetch-Site", "cross-site"}, 403},
+		{"same site, another port", []string{console}, "", []string{"Origin", "http://console.test:9999", "Sec-Fetch-Site", "same-site"}, 403},
+		{"another site, nothing trusted", nil, "", []string{"Origin", "http://evil.test", "Sec-Fetch-Site", "cross-site"}, 403},
+		{"another site, old browser", []string{console}, "", []string{"Origin", "http://evil.test"}, 403},
+		{"opaque origin", []string{console}, "", []string{"Origin", "null", "Sec-Fetch-Site", "cross-site"}, 403},
+		{"another site, with the token", []string{console}, "t", []string{"Origin", "http://evil.test", "Sec-Fetch-Site", "cross-site", "Authorization", "Bearer t"}, 403},
+		{"any origin trusted", []string{"*"}, "", []string{"Origin", "http://evil.test", "Sec-Fetch-Site", "cross-site"}, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.CORSAllowedOrigins = tt.trusted
+			cfg.APIToken = tt.token
+			b := &fakeBroker{connected: true}
+			srv := startServer(t, cfg, b)
+			header := tt.header
+			if tt.token != "" && !slices.Contains(header, "Authorization") {
+				header = append(header, "Authorization", "Bearer "+tt.token)
+			}
+			want := 0
+			for _, path := range []string{"/publish", "/mqtt/publish", "/publish/batch"} {
+				body := `{"topic":"a","message":"x"}`
+				if path == "/publish/batch" {
+					body = `{"messages":[` + body + `]}`
+				}
+				// No Content-Type, as a no-cors fetch with a Blob body sends it.
+				a := do(t, "POST", srv.URL+path, "", body, header...)
+				if tt.status == 200 {
+					want++
+					if a.status != 200 {
+						t.Errorf("POST %s: %d %s, want 200", path, a.status, a.body)
+					}
+					continue
+				}
+				p := checkProblem(t, a, tt.status)
+				if !strings.Contains(p.Detail, "CORS_ALLOWED_ORIGINS") {
+					t.Errorf("POST %s: detail %q, want it to name CORS_ALLOWED_ORIGINS", path, p.Detail)
+				}
+			}
+			if got := b.count(); got != want {
+				t.Errorf("published %d messages, want %d", got, want)
+			}
+			// Reading is not protected: it changes nothing.
+			if a := do(t, "GET", srv.URL+"/readyz", "", "", tt.header...); a.status != 200 {
+				t.Errorf("GET /readyz: %d, want 200", a.status)
+			}
+		})
+	}
+}
+
+// CORS_ALLOWED_ORIGINS=* without API_TOKEN lets any page publish: said once
+// at start, as a warning.
+func TestAnyOriginWithoutTokenWarns(t *testing.T) {
+	for _, token := range []string{"", "t"} {
+		var out lockedBuffer
+		cfg := testConfig()
+		cfg.CORSAllowedOrigins = []string{"*"}
+		cfg.APIToken = token
+		if _, err := NewServer(slog.New(slog.NewTextHandler(&out, nil)), cfg, &fakeBroker{}, prometheus.NewRegistry()); err != nil {
+			t.Fatalf("NewServer: %v", err)
+		}
+		warned := strings.Contains(out.String(), "level=WARN") && strings.Contains(out.String(), "any web page")
+		if warned != (token == "") {
+			t.Errorf("API_TOKEN %q: warned %v, want %v (log %q)", token, warned, token == "", out.String())
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -43,6 +44,9 @@ type Options struct {
 	StatusTopic string
 	// PublishTimeout bounds the wait for an acknowledgement.
 	PublishTimeout time.Duration
+	// MaxInflight is the most QoS 1 and 2 publishes awaiting the broker's
+	// acknowledgement at once (1 to 65535); more wait their turn.
+	MaxInflight int
 	// Registerer receives the client's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -53,6 +57,9 @@ type Client struct {
 	mqtt    mqtt.Client
 	opts    Options
 	metrics *metrics
+	// inflight holds a slot per QoS 1 or 2 publish that Paho keeps until
+	// the broker acknowledges it; it is Paho's store.
+	inflight *inflight
 
 	mu sync.Mutex
 	// conn is the network connection of the latest attempt to connect.
@@ -73,11 +80,15 @@ type Client struct {
 // until the broker answers and reconnects whenever the connection drops, so
 // the publisher can start before the broker. Close stops it.
 func New(log *slog.Logger, o Options) (*Client, error) {
-	m, err := newMetrics(o.Registerer)
+	if o.MaxInflight < 1 || o.MaxInflight > message.MaxInflight {
+		return nil, fmt.Errorf("max in-flight publishes must be between 1 and %d, got %d", message.MaxInflight, o.MaxInflight)
+	}
+	f := newInflight(o.MaxInflight)
+	m, err := newMetrics(o.Registerer, f)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{log: log, opts: o, metrics: m, lost: closedChan(),
+	c := &Client{log: log, opts: o, metrics: m, inflight: f, lost: closedChan(),
 		timeoutErr: fmt.Errorf("%w (PUBLISH_TIMEOUT %s)", ErrTimeout, o.PublishTimeout)}
 
 	po := mqtt.NewClientOptions().
@@ -93,6 +104,8 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetConnectRetryInterval(time.Second).
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(10*time.Second).
+		// Counts the publishes awaiting acknowledgement (see inflight).
+		SetStore(f).
 		// Publish blocks while Paho hands the packet to its writer; bound it
 		// like the acknowledgement.
 		SetWriteTimeout(o.PublishTimeout).
@@ -143,8 +156,16 @@ func (c *Client) onConnect(client mqtt.Client) {
 	c.log.Info("mqtt connected", "broker", c.opts.URL, "reconnect", reconnect)
 
 	// The will covers a crash; this replaces the retained offline left by it
-	// or by a graceful stop.
-	t := client.Publish(c.opts.StatusTopic, 1, true, statusOnline)
+	// or by a graceful stop. It is a QoS 1 publish like any other: it takes
+	// a slot, which publishes sent again after a reconnect may hold a moment.
+	// Paho's callback has no context; the timer bounds the wait.
+	d := deadline{ctx: context.Background(), timer: time.NewTimer(c.opts.PublishTimeout), err: c.timeoutErr}
+	defer d.timer.Stop()
+	if _, err := c.inflight.acquire(&d, nil); err != nil {
+		c.log.Warn("mqtt status not published", "topic", c.opts.StatusTopic, "status", statusOnline, "error", err)
+		return
+	}
+	t := c.publishHolding(c.opts.StatusTopic, 1, true, []byte(statusOnline))
 	if !t.WaitTimeout(c.opts.PublishTimeout) {
 		c.log.Warn("mqtt status not acknowledged", "topic", c.opts.StatusTopic, "status", statusOnline, "timeout", c.opts.PublishTimeout)
 		return
@@ -230,25 +251,27 @@ func (c *Client) Publish(ctx context.Context, m message.Message) error {
 	return c.PublishAll(ctx, []message.Message{m})[0]
 }
 
-// PublishAll sends every message, in order, before waiting for any
-// acknowledgement, so a batch costs about one round trip rather than one per
-// message. One publish timeout bounds the whole batch. The result has an
-// error, or nil, per message; a message whose error is ErrNotConnected, or
-// ErrTimeout before it was sent, never left the publisher.
+// PublishAll sends the messages in order, each QoS 1 or 2 one as soon as it
+// has a slot (MaxInflight), and only then waits for the acknowledgements: a
+// batch is pipelined as far as the slots allow, instead of costing a round
+// trip per message. One publish timeout bounds the whole batch, waits for
+// slots included. The result has an error, or nil, per message; a message
+// whose error is ErrNotConnected, or ErrTimeout before it was sent, never
+// left the publisher.
 func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error {
 	// A timer rather than a context with a deadline: a derived context
 	// registers with the request's and cost a few per cent of a publish.
 	d := deadline{ctx: ctx, timer: time.NewTimer(c.opts.PublishTimeout), err: c.timeoutErr}
 	defer d.timer.Stop()
 
-	type inflight struct {
+	type pending struct {
 		token mqtt.Token
 		lost  <-chan struct{}
 		conn  *mqttconn.Conn
 		start time.Time
 	}
 	errs := make([]error, len(msgs))
-	sent := make([]inflight, len(msgs))
+	sent := make([]pending, len(msgs))
 	for i, m := range msgs {
 		if err := d.check(); err != nil {
 			errs[i] = err
@@ -259,7 +282,25 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 			errs[i] = ErrNotConnected
 			continue
 		}
-		sent[i] = inflight{token: c.mqtt.Publish(m.Topic, m.QoS, m.Retain, m.Payload), lost: lost, conn: conn, start: time.Now()}
+		if m.QoS > 0 {
+			waited, err := c.inflight.acquire(&d, lost)
+			if waited > 0 {
+				c.metrics.inflightWait.Observe(waited.Seconds())
+			}
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			if waited > 0 {
+				// The connection may have dropped while this waited.
+				if lost, conn, ok = c.connection(); !ok {
+					c.inflight.release()
+					errs[i] = ErrNotConnected
+					continue
+				}
+			}
+		}
+		sent[i] = pending{token: c.publishHolding(m.Topic, m.QoS, m.Retain, m.Payload), lost: lost, conn: conn, start: time.Now()}
 	}
 	for i, s := range sent {
 		if s.token == nil {
@@ -278,6 +319,20 @@ func (c *Client) PublishAll(ctx context.Context, msgs []message.Message) []error
 		c.metrics.observe(msgs[i].QoS, errs[i], time.Since(s.start))
 	}
 	return errs
+}
+
+// publishHolding hands a publish to Paho. For QoS 1 and 2 the caller holds
+// a slot: Paho's store takes it over when Paho keeps the message, and it is
+// given back here when Paho refused the message before keeping it (it
+// assigns a packet identifier just before it stores).
+func (c *Client) publishHolding(topic string, qos byte, retain bool, payload []byte) mqtt.Token {
+	t := c.mqtt.Publish(topic, qos, retain, payload)
+	if qos > 0 {
+		if pt, ok := t.(*mqtt.PublishToken); !ok || pt.MessageID() == 0 {
+			c.inflight.release()
+		}
+	}
+	return t
 }
 
 // waitWritten waits until everything given to wc so far has been written
@@ -355,7 +410,14 @@ func wait(d *deadline, t mqtt.Token, lost <-chan struct{}) error {
 		}
 	}
 	if err := t.Error(); err != nil {
-		return err
+		select {
+		case <-lost:
+			// Whatever Paho says (a failed write, its writer gone before
+			// it took the packet), the connection is what failed.
+			return fmt.Errorf("%w (%v)", ErrConnectionLost, withoutAddrs(err))
+		default:
+			return tokenError(err)
+		}
 	}
 	// After a reconnect Paho resends what was unacknowledged and completes
 	// the original token, without error, as it does so: a token completed
@@ -370,14 +432,52 @@ func wait(d *deadline, t mqtt.Token, lost <-chan struct{}) error {
 	}
 }
 
+// pahoWriteTimeout is the error Paho completes a publish token with when
+// its writer did not take the packet within the write timeout.
+const pahoWriteTimeout = "publish was broken by timeout"
+
+// tokenError is the domain's word for the error Paho completed a publish
+// token with. Paho has no sentinels for most of them; what it reports for a
+// publish is a failed write (broken pipe, reset, closed connection), the
+// connection lost before the acknowledgement, the connection not open when
+// the publish was made, or its writer not taking the packet in time (on a
+// connection that is still open: wait checks that first). Every failure of
+// the connection is ErrConnectionLost: the message may or may not have
+// reached the broker, and the caller must not mistake it for a fault of the
+// publisher.
+func tokenError(err error) error {
+	switch {
+	case errors.Is(err, mqtt.ErrNotConnected):
+		return ErrNotConnected
+	case err.Error() == pahoWriteTimeout:
+		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+	}
+	return fmt.Errorf("%w (%v)", ErrConnectionLost, withoutAddrs(err))
+}
+
+// withoutAddrs is the failure of a *net.OpError without its addresses: the
+// answer's detail is the client's to read, the network's layout is not.
+func withoutAddrs(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
 // Close announces offline on the status topic (a graceful disconnect does
 // not trigger the will) and disconnects, within ctx and the publish timeout.
 func (c *Client) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.PublishTimeout)
 	defer cancel()
 	var err error
-	if _, _, ok := c.connection(); ok {
-		t := c.mqtt.Publish(c.opts.StatusTopic, 1, true, statusOffline)
+	if lost, _, ok := c.connection(); ok {
+		d := deadline{ctx: ctx, timer: time.NewTimer(c.opts.PublishTimeout), err: c.timeoutErr}
+		defer d.timer.Stop()
+		if _, aerr := c.inflight.acquire(&d, lost); aerr != nil {
+			return c.disconnect(ctx, fmt.Errorf("publish offline status: %w", aerr))
+		}
+		t := c.publishHolding(c.opts.StatusTopic, 1, true, []byte(statusOffline))
 		select {
 		case <-t.Done():
 			if terr := t.Error(); terr != nil {
@@ -387,6 +487,12 @@ func (c *Client) Close(ctx context.Context) error {
 			err = fmt.Errorf("publish offline status: %w", context.Cause(ctx))
 		}
 	}
+	return c.disconnect(ctx, err)
+}
+
+// disconnect closes the connection, giving Paho a moment within ctx to
+// write what it has, and returns err.
+func (c *Client) disconnect(ctx context.Context, err error) error {
 	quiesce := 250 * time.Millisecond
 	if d, ok := ctx.Deadline(); ok {
 		quiesce = min(quiesce, max(time.Until(d), 0))
@@ -398,10 +504,13 @@ func (c *Client) Close(ctx context.Context) error {
 }
 
 type metrics struct {
-	publishes  *prometheus.CounterVec
-	ackSeconds *prometheus.HistogramVec
-	connected  prometheus.Gauge
-	reconnects prometheus.Counter
+	publishes    *prometheus.CounterVec
+	ackSeconds   *prometheus.HistogramVec
+	connected    prometheus.Gauge
+	reconnects   prometheus.Counter
+	inflight     prometheus.GaugeFunc
+	inflightMax  prometheus.Gauge
+	inflightWait prometheus.Histogram
 
 	// The children of every label value, resolved once: observe runs per
 	// message.
@@ -411,7 +520,7 @@ type metrics struct {
 
 var publishResults = []string{"ok", "not_connected", "connection_lost", "timeout", "error"}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, f *inflight) (*metrics, error) {
 	m := &metrics{
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "publisher_mqtt_publishes_total",
@@ -430,8 +539,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "publisher_mqtt_reconnects_total",
 			Help: "Connections made to the broker after the first.",
 		}),
+		inflight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "publisher_mqtt_inflight",
+			Help: "QoS 1 and 2 publishes awaiting the broker's acknowledgement (sent, or about to be).",
+		}, func() float64 { return float64(f.inUse()) }),
+		inflightMax: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_mqtt_inflight_max",
+			Help: "MQTT_MAX_INFLIGHT: the most QoS 1 and 2 publishes awaiting acknowledgement at once.",
+		}),
+		inflightWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "publisher_mqtt_inflight_wait_seconds",
+			Help:    "Time a QoS 1 or 2 publish waited for one of the MQTT_MAX_INFLIGHT slots, for the publishes that had to wait.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
 		results: make(map[string]*[3]prometheus.Counter, len(publishResults)),
 	}
+	m.inflightMax.Set(float64(cap(f.slots)))
 	for _, r := range publishResults {
 		m.results[r] = new([3]prometheus.Counter)
 	}
@@ -443,7 +566,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.publishes, m.ackSeconds, m.connected, m.reconnects} {
+		for _, c := range []prometheus.Collector{m.publishes, m.ackSeconds, m.connected, m.reconnects, m.inflight, m.inflightMax, m.inflightWait} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register broker metrics: %w", err)
 			}

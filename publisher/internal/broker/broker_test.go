@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +25,22 @@ import (
 // mosquitto in PATH the test is skipped, or fails in CI (CI=true).
 func startMosquitto(tb testing.TB) string {
 	tb.Helper()
+	return runMosquitto(tb, freeAddr(tb)).url()
+}
+
+// mosquitto is a broker process of the test's own, with Mosquitto's
+// defaults (max_inflight_messages 20).
+type mosquitto struct {
+	tb   testing.TB
+	addr string
+	cmd  *exec.Cmd
+	once sync.Once
+}
+
+// runMosquitto starts a broker on addr and waits until it listens; the test's
+// end kills it.
+func runMosquitto(tb testing.TB, addr string) *mosquitto {
+	tb.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -29,37 +48,51 @@ func startMosquitto(tb testing.TB) string {
 		}
 		tb.Skip("mosquitto not in PATH")
 	}
-	addr := freeAddr(tb)
 	port := addr[len("127.0.0.1:"):]
 	conf := filepath.Join(tb.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n", port)), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
+	m := &mosquitto{tb: tb, addr: addr, cmd: exec.Command(bin, "-c", conf)}
+	if err := m.cmd.Start(); err != nil {
 		tb.Fatalf("start mosquitto: %v", err)
 	}
-	tb.Cleanup(func() {
-		if err := cmd.Process.Kill(); err != nil {
-			tb.Logf("kill mosquitto: %v", err)
-		}
-		var exit *exec.ExitError
-		if err := cmd.Wait(); err != nil && !errors.As(err, &exit) {
-			tb.Logf("wait for mosquitto: %v", err)
-		}
-	})
+	tb.Cleanup(m.kill)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return "tcp://" + addr
+			return m
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("mosquitto did not listen on %s", addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (m *mosquitto) url() string { return "tcp://" + m.addr }
+
+// pause stops the process (SIGSTOP): its connections stay open, nothing is
+// acknowledged.
+func (m *mosquitto) pause() {
+	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		m.tb.Fatalf("pause mosquitto: %v", err)
+	}
+}
+
+// kill sends SIGKILL and waits for the exit; the kernel closes its sockets.
+func (m *mosquitto) kill() {
+	m.once.Do(func() {
+		if err := m.cmd.Process.Kill(); err != nil {
+			m.tb.Logf("kill mosquitto: %v", err)
+		}
+		var exit *exec.ExitError
+		if err := m.cmd.Wait(); err != nil && !errors.As(err, &exit) {
+			m.tb.Logf("wait for mosquitto: %v", err)
+		}
+	})
 }
 
 func freeAddr(tb testing.TB) string {
@@ -72,17 +105,22 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-func newClient(tb testing.TB, url string) *Client {
+func newClient(tb testing.TB, url string, change ...func(*Options)) *Client {
 	tb.Helper()
-	c, err := New(slog.New(slog.DiscardHandler), Options{
+	o := Options{
 		URL: url, ClientID: "broker-test", StatusTopic: "clients/broker-test/status",
-		PublishTimeout: 2 * time.Second, Registerer: prometheus.NewRegistry(),
-	})
+		PublishTimeout: 2 * time.Second, MaxInflight: 20, Registerer: prometheus.NewRegistry(),
+	}
+	for _, f := range change {
+		f(&o)
+	}
+	c, err := New(slog.New(slog.DiscardHandler), o)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
 	tb.Cleanup(func() {
-		if err := c.Close(tb.Context()); err != nil {
+		// The test's context is cancelled before its cleanups run.
+		if err := c.Close(context.WithoutCancel(tb.Context())); err != nil {
 			tb.Logf("close: %v", err)
 		}
 	})
@@ -206,5 +244,115 @@ func TestPublishAndStatus(t *testing.T) {
 	}
 	if got := status.wait(t, 2); string(got[1].Payload()) != statusOffline || c.Connected() {
 		t.Errorf("after Close: status %q, connected %v; want %q, false", got[1].Payload(), c.Connected(), statusOffline)
+	}
+}
+
+// fakeToken is a publish token that Paho completed with err.
+type fakeToken struct{ err error }
+
+func (f fakeToken) Wait() bool                     { return true }
+func (f fakeToken) WaitTimeout(time.Duration) bool { return true }
+func (f fakeToken) Done() <-chan struct{}          { return closedChan() }
+func (f fakeToken) Error() error                   { return f.err }
+
+// Every error Paho can complete a publish token with is one of the domain's,
+// so that the API answers 503 or 504 for it, never 500.
+func TestTokenErrors(t *testing.T) {
+	epipe := &net.OpError{Op: "write", Net: "tcp",
+		Source: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 39192},
+		Addr:   &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1883},
+		Err:    os.NewSyscallError("write", syscall.EPIPE)}
+	tests := []struct {
+		name   string
+		err    error
+		lost   bool // the connection was lost meanwhile
+		want   error
+		detail string // what the error must say ("": anything)
+	}{
+		{"broken pipe", epipe, false, ErrConnectionLost, "write: broken pipe"},
+		{"broken pipe, connection lost", epipe, true, ErrConnectionLost, ""},
+		{"reset", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.ECONNRESET)}, false, ErrConnectionLost, "connection reset by peer"},
+		{"closed connection", net.ErrClosed, false, ErrConnectionLost, "use of closed network connection"},
+		{"lost before completion", errors.New("connection lost before Publish completed"), false, ErrConnectionLost, "lost before Publish completed"},
+		{"unknown", errors.New("something else"), false, ErrConnectionLost, "something else"},
+		{"not connected", mqtt.ErrNotConnected, false, ErrNotConnected, "not connected"},
+		{"writer timeout", errors.New(pahoWriteTimeout), false, ErrTimeout, pahoWriteTimeout},
+		{"writer timeout, connection lost", errors.New(pahoWriteTimeout), true, ErrConnectionLost, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lost := make(chan struct{})
+			if tt.lost {
+				close(lost)
+			}
+			d := deadline{ctx: t.Context(), timer: time.NewTimer(time.Minute)}
+			defer d.timer.Stop()
+			got := wait(&d, fakeToken{tt.err}, lost)
+			if !errors.Is(got, tt.want) {
+				t.Errorf("wait on a token failed with %q = %v, want %v", tt.err, got, tt.want)
+			}
+			if !strings.Contains(got.Error(), tt.detail) {
+				t.Errorf("error %q, want it to say %q", got, tt.detail)
+			}
+			if strings.Contains(got.Error(), "10.0.0.") {
+				t.Errorf("error %q names the network's addresses", got)
+			}
+		})
+	}
+}
+
+// The broker is killed while publishes are under way, again and again: every
+// publish either succeeds or fails with one of the domain's errors, and the
+// failures of the connection itself (a write that fails on a connection
+// that is gone) are ErrConnectionLost.
+func TestPublishBrokerKilled(t *testing.T) {
+	m := runMosquitto(t, freeAddr(t))
+	c := newClient(t, m.url())
+	waitConnected(t, c)
+
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := message.Message{Topic: fmt.Sprintf("killed/%d", w), Payload: []byte(fmt.Sprint(i)), QoS: byte(i % 3)}
+				err := c.Publish(t.Context(), m)
+				kind := "ok"
+				switch {
+				case err == nil:
+				case errors.Is(err, ErrConnectionLost):
+					kind = "connection lost"
+				case errors.Is(err, ErrNotConnected):
+					kind = "not connected"
+					time.Sleep(time.Millisecond)
+				case errors.Is(err, ErrTimeout):
+					kind = "timeout"
+				default:
+					t.Errorf("publish QoS %d: %v (%T), want nil or a domain error", m.QoS, err, err)
+					kind = "other"
+				}
+				mu.Lock()
+				counts[kind]++
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	m.kill()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("publishes by outcome: %v", counts)
+	if counts["ok"] == 0 || counts["connection lost"]+counts["not connected"] == 0 {
+		t.Errorf("outcomes %v: want some publishes through and some refused", counts)
 	}
 }

@@ -29,6 +29,11 @@ type Config struct {
 	KeyFile     string `envconfig:"MQTT_KEY_FILE"`
 	QoS         int    `envconfig:"MQTT_QOS" default:"1"`
 	StatusTopic string `envconfig:"MQTT_STATUS_TOPIC"`
+	// MaxInflight is the most QoS 1 and 2 publishes awaiting the broker's
+	// acknowledgement at once. It must not exceed what the broker takes
+	// from one client (Mosquitto's max_inflight_messages, 20 by default):
+	// past that, Mosquitto acknowledges a publish and drops it.
+	MaxInflight int `envconfig:"MQTT_MAX_INFLIGHT" default:"20"`
 
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080"`
 	// CORSAllowedOrigins lists the origins (scheme://host[:port]) whose
@@ -94,6 +99,9 @@ func (c *Config) validate() error {
 	}
 	if err := message.ValidateQoS(c.QoS); err != nil {
 		return &Error{Var: "MQTT_QOS", Msg: err.Error()}
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > message.MaxInflight {
+		return &Error{Var: "MQTT_MAX_INFLIGHT", Msg: fmt.Sprintf("must be between 1 and %d, got %d", message.MaxInflight, c.MaxInflight)}
 	}
 	if c.StatusTopic == "" {
 		c.StatusTopic = "clients/" + c.ClientID + "/status"

@@ -15,7 +15,7 @@ var vars = []string{
 	"MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS",
 	"MQTT_STATUS_TOPIC", "HTTP_ADDR", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT",
 	"LOG_LEVEL", "PUBLISH_TIMEOUT", "MAX_MESSAGE_BYTES", "MAX_BATCH_BYTES",
-	"API_TOKEN", "SHUTDOWN_TIMEOUT", "PPROF_ADDR",
+	"API_TOKEN", "SHUTDOWN_TIMEOUT", "PPROF_ADDR", "MQTT_MAX_INFLIGHT",
 }
 
 func setEnv(t *testing.T, env map[string]string) {
@@ -55,6 +55,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"CORSAllowedOrigins", len(c.CORSAllowedOrigins), 0},
 		{"TLS", c.TLS == nil, true},
 		{"PprofAddr", c.PprofAddr, ""},
+		{"MaxInflight", c.MaxInflight, 20},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -73,6 +74,7 @@ func TestLoadValues(t *testing.T) {
 		"MAX_MESSAGE_BYTES":    "10",
 		"MAX_BATCH_BYTES":      "1",
 		"CORS_ALLOWED_ORIGINS": " https://Console.example:8081 , ,http://localhost:3000/",
+		"MQTT_MAX_INFLIGHT":    "65535",
 	})
 	c, err := Load()
 	if err != nil {
@@ -93,6 +95,9 @@ func TestLoadValues(t *testing.T) {
 	if c.MaxBatchBytes != c.MaxBodyBytes() {
 		t.Errorf("MaxBatchBytes = %d, want it raised to the single body limit %d", c.MaxBatchBytes, c.MaxBodyBytes())
 	}
+	if c.MaxInflight != 65535 {
+		t.Errorf("MaxInflight = %d, want 65535", c.MaxInflight)
+	}
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -108,6 +113,10 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"MQTT_QOS": "3"}, "MQTT_QOS"},
 		{map[string]string{"MQTT_QOS": "-1"}, "MQTT_QOS"},
 		{map[string]string{"MQTT_QOS": "one"}, "MQTT_QOS"},
+		{map[string]string{"MQTT_MAX_INFLIGHT": "0"}, "MQTT_MAX_INFLIGHT"},
+		{map[string]string{"MQTT_MAX_INFLIGHT": "-5"}, "MQTT_MAX_INFLIGHT"},
+		{map[string]string{"MQTT_MAX_INFLIGHT": "65536"}, "MQTT_MAX_INFLIGHT"},
+		{map[string]string{"MQTT_MAX_INFLIGHT": "many"}, "MQTT_MAX_INFLIGHT"},
 		{map[string]string{"PUBLISH_TIMEOUT": "abc"}, "PUBLISH_TIMEOUT"},
 		{map[string]string{"PUBLISH_TIMEOUT": "0s"}, "PUBLISH_TIMEOUT"},
 		{map[string]string{"PUBLISH_TIMEOUT": "-1s"}, "PUBLISH_TIMEOUT"},

@@ -30,6 +30,12 @@ var (
 	ErrTimeout = errors.New("no acknowledgement from the broker in time")
 )
 
+// MaxInflight is the most QoS 1 and 2 publishes a client can have awaiting
+// acknowledgement: MQTT numbers them with 16-bit packet identifiers other
+// than 0 (MQTT 3.1.1 section 2.3.1). Mosquitto's max_inflight_messages goes
+// no higher either.
+const MaxInflight = 65535
+
 // ValidateQoS reports whether q is an MQTT quality of service level.
 func ValidateQoS(q int) error {
 	if q < 0 || q > 2 {
