@@ -15,7 +15,7 @@ all: build
 ## build: the two static binaries in bin/, each built alone as its image builds it
 build:
 	@mkdir -p bin
-	@for m in $(SERVICES); do \
+	@for m in $(SERVICES) mqttconn; do \
 		(cd $$m && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/$$m .) || exit 1; \
 	done
 
@@ -31,7 +31,7 @@ unit:
 
 ## fuzz: each fuzz target for FUZZTIME inputs, starting from its committed corpus
 fuzz:
-	@for m in $(SERVICES); do \
+	@for m in $(SERVICES) mqttconn; do \
 		(cd $$m && for pkg in $$($(GO) list ./...); do \
 			for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 				echo "fuzz $$pkg $$f"; \

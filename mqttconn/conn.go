@@ -40,6 +40,8 @@ const maxPending = 4 << 20
 // Paho reconnects as it would after its own failed write.
 type Conn struct {
 	net.Conn
+	// Broker is the URL the connection was dialled for.
+	Broker string
 	r       *bufio.Reader
 	timeout time.Duration
 
@@ -238,6 +240,7 @@ func Open(timeout time.Duration, opened func(*Conn)) mqtt.OpenConnectionFunc {
 			return nil, err
 		}
 		c := newConn(nc, timeout)
+		c.Broker = uri.String()
 		if opened != nil {
 			opened(c)
 		}

@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	mq, err := broker.New(log, broker.Options{
-		URL:            cfg.Broker,
+		Brokers:        cfg.Brokers,
 		ClientID:       cfg.ClientID,
 		Username:       cfg.Username,
 		Password:       cfg.Password,

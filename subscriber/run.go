@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			func() float64 { return float64(hub.Dropped()) }),
 	)
 	ing := ingest.New(log, ingest.Config{
-		Brokers: []string{cfg.Broker}, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
+		Brokers: cfg.Brokers, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
 		TLS: cfg.TLS, QoS: byte(cfg.QoS), Filters: cfg.Topics, ShareGroup: cfg.ShareGroup,
 		StatusTopic: cfg.StatusTopic, LogPayloadBytes: cfg.LogPayloadBytes,
 		Committed: hub.Publish,

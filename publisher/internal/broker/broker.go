@@ -36,7 +36,8 @@ const (
 
 // Options configure a Client.
 type Options struct {
-	URL         string
+	// Brokers are tried in turn at each connection attempt.
+	Brokers     []string
 	ClientID    string
 	Username    string
 	Password    string
@@ -92,8 +93,10 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		timeoutErr: fmt.Errorf("%w (PUBLISH_TIMEOUT %s)", ErrTimeout, o.PublishTimeout)}
 
 	po := mqtt.NewClientOptions().
-		AddBroker(o.URL).
 		SetClientID(o.ClientID).
+		// MQTT 3.1.1 only: Paho would otherwise retry a refused connection
+		// as MQTT 3.1, which brokers such as NATS refuse.
+		SetProtocolVersion(4).
 		SetUsername(o.Username).
 		SetPassword(o.Password).
 		SetCleanSession(true).
@@ -117,6 +120,9 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		// Buffered reads and coalesced writes, with the publish timeout
 		// for each write(2) (see mqttconn.Conn).
 		SetCustomOpenConnectionFn(mqttconn.Open(o.PublishTimeout, c.opened))
+	for _, b := range o.Brokers {
+		po.AddBroker(b)
+	}
 	if o.TLS != nil {
 		po.SetTLSConfig(o.TLS)
 	}
@@ -125,8 +131,18 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 	// Disconnect), and failures arrive through onNotification, so there is
 	// nothing to wait for here.
 	c.mqtt.Connect()
-	log.Info("mqtt connecting", "broker", o.URL, "client_id", o.ClientID)
+	log.Info("mqtt connecting", "brokers", o.Brokers, "client_id", o.ClientID)
 	return c, nil
+}
+
+// broker is the URL of the latest connection attempt's broker.
+func (c *Client) broker() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return ""
+	}
+	return c.conn.Broker
 }
 
 // opened records the network connection of a connection attempt.
@@ -153,7 +169,7 @@ func (c *Client) onConnect(client mqtt.Client) {
 	if reconnect {
 		c.metrics.reconnects.Inc()
 	}
-	c.log.Info("mqtt connected", "broker", c.opts.URL, "reconnect", reconnect)
+	c.log.Info("mqtt connected", "broker", c.broker(), "reconnect", reconnect)
 
 	// The will covers a crash; this replaces the retained offline left by it
 	// or by a graceful stop. It is a QoS 1 publish like any other: it takes
@@ -177,7 +193,7 @@ func (c *Client) onConnect(client mqtt.Client) {
 
 func (c *Client) onConnectionLost(_ mqtt.Client, err error) {
 	c.markLost()
-	c.log.Warn("mqtt connection lost", "broker", c.opts.URL, "error", err)
+	c.log.Warn("mqtt connection lost", "broker", c.broker(), "error", err)
 }
 
 // onReconnecting runs in Paho's reconnect goroutine before each attempt, so
@@ -212,11 +228,11 @@ func (c *Client) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
 		if warn {
 			logf = c.log.Warn
 		}
-		logf("mqtt connect failed", "broker", c.opts.URL, "error", n.Reason)
+		logf("mqtt connect failed", "brokers", c.opts.Brokers, "error", n.Reason)
 	case mqtt.ConnectionNotificationBrokerFailed:
 		c.log.Debug("mqtt connect attempt failed", "broker", n.Broker.String(), "error", n.Reason)
 	case mqtt.ConnectionNotificationConnecting:
-		c.log.Debug("mqtt connect attempt", "broker", c.opts.URL, "reconnect", n.IsReconnect, "attempt", n.Attempt)
+		c.log.Debug("mqtt connect attempt", "brokers", c.opts.Brokers, "reconnect", n.IsReconnect, "attempt", n.Attempt)
 	}
 }
 
@@ -499,7 +515,7 @@ func (c *Client) disconnect(ctx context.Context, err error) error {
 	}
 	c.mqtt.Disconnect(uint(quiesce.Milliseconds()))
 	c.markLost()
-	c.log.Info("mqtt disconnected", "broker", c.opts.URL)
+	c.log.Info("mqtt disconnected", "broker", c.broker())
 	return err
 }
 

@@ -108,7 +108,7 @@ func freeAddr(tb testing.TB) string {
 func newClient(tb testing.TB, url string, change ...func(*Options)) *Client {
 	tb.Helper()
 	o := Options{
-		URL: url, ClientID: "broker-test", StatusTopic: "clients/broker-test/status",
+		Brokers: []string{url}, ClientID: "broker-test", StatusTopic: "clients/broker-test/status",
 		PublishTimeout: 2 * time.Second, MaxInflight: 20, Registerer: prometheus.NewRegistry(),
 	}
 	for _, f := range change {

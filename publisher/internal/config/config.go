@@ -3,17 +3,16 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/message"
 )
 
@@ -56,6 +55,8 @@ type Config struct {
 	APIToken        string        `envconfig:"API_TOKEN"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
 
+	// Brokers is MQTT_BROKER parsed: the URLs to try in turn.
+	Brokers []string `ignored:"true"`
 	// TLS is built from MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE for
 	// an ssl:// or wss:// broker; nil otherwise.
 	TLS *tls.Config `ignored:"true"`
@@ -174,62 +175,17 @@ func tokenProblem(token string) string {
 }
 
 func (c *Config) validateBroker() error {
-	u, err := url.Parse(c.Broker)
+	brokers, err := mqttconn.ParseBrokers(c.Broker)
 	if err != nil {
-		return &Error{Var: "MQTT_BROKER", Msg: fmt.Sprintf("%q is not a URL", c.Broker)}
+		return &Error{Var: "MQTT_BROKER", Msg: err.Error()}
 	}
-	secure := false
-	switch u.Scheme {
-	case "tcp", "ws":
-	case "ssl", "wss":
-		secure = true
-	default:
-		return &Error{Var: "MQTT_BROKER", Msg: fmt.Sprintf("scheme must be tcp://, ssl://, ws:// or wss://, got %q", c.Broker)}
+	c.Brokers = make([]string, len(brokers))
+	for k, u := range brokers {
+		c.Brokers[k] = u.String()
 	}
-	if u.Hostname() == "" {
-		return &Error{Var: "MQTT_BROKER", Msg: fmt.Sprintf("%q names no host", c.Broker)}
-	}
-	if u.Port() == "" && (u.Scheme == "tcp" || u.Scheme == "ssl") {
-		// The MQTT client dials host:port as given, so supply the IANA ports.
-		port := map[string]string{"tcp": "1883", "ssl": "8883"}[u.Scheme]
-		u.Host = net.JoinHostPort(u.Hostname(), port)
-		c.Broker = u.String()
-	}
-	if !secure {
-		for name, v := range map[string]string{"MQTT_CA_FILE": c.CAFile, "MQTT_CERT_FILE": c.CertFile, "MQTT_KEY_FILE": c.KeyFile} {
-			if v != "" {
-				return &Error{Var: name, Msg: "is set but MQTT_BROKER is not ssl:// or wss://"}
-			}
-		}
-		return nil
-	}
-	return c.loadTLS(u.Hostname())
-}
-
-func (c *Config) loadTLS(serverName string) error {
-	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return &Error{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("read: %v", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return &Error{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("%s holds no PEM certificate", c.CAFile)}
-		}
-		t.RootCAs = pool
-	}
-	switch {
-	case c.CertFile != "" && c.KeyFile != "":
-		pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return &Error{Var: "MQTT_CERT_FILE", Msg: fmt.Sprintf("load with MQTT_KEY_FILE: %v", err)}
-		}
-		t.Certificates = []tls.Certificate{pair}
-	case c.CertFile != "":
-		return &Error{Var: "MQTT_KEY_FILE", Msg: "must be set when MQTT_CERT_FILE is"}
-	case c.KeyFile != "":
-		return &Error{Var: "MQTT_CERT_FILE", Msg: "must be set when MQTT_KEY_FILE is"}
+	t, err := mqttconn.LoadTLS(c.CAFile, c.CertFile, c.KeyFile, mqttconn.Secure(brokers))
+	if se := (*mqttconn.SettingError)(nil); errors.As(err, &se) {
+		return &Error{Var: se.Var, Msg: se.Msg}
 	}
 	c.TLS = t
 	return nil

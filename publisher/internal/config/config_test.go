@@ -66,7 +66,7 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestLoadValues(t *testing.T) {
 	setEnv(t, map[string]string{
-		"MQTT_BROKER":          "tcp://broker.example",
+		"MQTT_BROKER":          "tcp://broker.example, ssl://b2.example",
 		"MQTT_CLIENT_ID":       "pub-7",
 		"MQTT_QOS":             "2",
 		"LOG_LEVEL":            "DEBUG",
@@ -80,8 +80,8 @@ func TestLoadValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if c.Broker != "tcp://broker.example:1883" {
-		t.Errorf("Broker = %q, want the default port added", c.Broker)
+	if got := strings.Join(c.Brokers, " "); got != "tcp://broker.example:1883 ssl://b2.example:8883" {
+		t.Errorf("Brokers = %q, want both, with the default ports added", got)
 	}
 	if c.StatusTopic != "clients/pub-7/status" {
 		t.Errorf("StatusTopic = %q, want clients/pub-7/status", c.StatusTopic)
@@ -129,6 +129,8 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"MQTT_BROKER": "localhost:1883"}, "MQTT_BROKER"},
 		{map[string]string{"MQTT_BROKER": "tcp://"}, "MQTT_BROKER"},
 		{map[string]string{"MQTT_BROKER": "tcp://a b"}, "MQTT_BROKER"},
+		{map[string]string{"MQTT_BROKER": "tcp://a:1,tcp://b:99999"}, "MQTT_BROKER"},
+		{map[string]string{"MQTT_BROKER": "tcp://a:1,"}, "MQTT_BROKER"},
 		{map[string]string{"MQTT_CLIENT_ID": ""}, "MQTT_CLIENT_ID"},
 		{map[string]string{"MQTT_CLIENT_ID": "a+b"}, "MQTT_CLIENT_ID"},
 		{map[string]string{"MQTT_STATUS_TOPIC": "status/#"}, "MQTT_STATUS_TOPIC"},

@@ -3,7 +3,6 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
 )
 
@@ -48,6 +48,7 @@ type Config struct {
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 
 	// Derived by Load.
+	Brokers  []string    `ignored:"true"` // MQTT_BROKER parsed: the URLs to try in turn
 	Topics   []string    `ignored:"true"`
 	TLS      *tls.Config `ignored:"true"`
 	Level    slog.Level  `ignored:"true"`
@@ -104,25 +105,13 @@ func unwrapParse(err error) error {
 }
 
 func (c *Config) validate() error {
-	u, err := url.Parse(c.Broker)
-	if err != nil || u.Host == "" {
-		return bad("MQTT_BROKER", "%q: want a URL like tcp://host:1883", c.Broker)
+	brokers, err := mqttconn.ParseBrokers(c.Broker)
+	if err != nil {
+		return bad("MQTT_BROKER", "%w", err)
 	}
-	switch u.Scheme {
-	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-	default:
-		return bad("MQTT_BROKER", "%q: scheme must be tcp, ssl or ws", c.Broker)
-	}
-	// The MQTT ports are the default, as in the publisher; a websocket URL
-	// keeps the HTTP ones.
-	if u.Port() == "" {
-		switch u.Scheme {
-		case "tcp", "mqtt":
-			u.Host = net.JoinHostPort(u.Hostname(), "1883")
-		case "ssl", "tls", "mqtts":
-			u.Host = net.JoinHostPort(u.Hostname(), "8883")
-		}
-		c.Broker = u.String()
+	c.Brokers = make([]string, len(brokers))
+	for k, u := range brokers {
+		c.Brokers[k] = u.String()
 	}
 	// Replicas of one service definition (docker compose --scale) share
 	// their environment; the host name tells their sessions apart.
@@ -158,7 +147,7 @@ func (c *Config) validate() error {
 			return bad("MQTT_SHARE_GROUP", "%q %w", c.ShareGroup, err)
 		}
 	}
-	if err := c.loadTLS(u.Scheme); err != nil {
+	if err := c.loadTLS(mqttconn.Secure(brokers)); err != nil {
 		return err
 	}
 	if err := c.parseDatabase(); err != nil {
@@ -252,38 +241,10 @@ func redact(s string) string {
 	return u.Redacted()
 }
 
-func (c *Config) loadTLS(scheme string) error {
-	if c.CAFile == "" && c.CertFile == "" && c.KeyFile == "" {
-		return nil
-	}
-	t := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return bad("MQTT_CA_FILE", "%w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return bad("MQTT_CA_FILE", "%s: no PEM certificate in it", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	switch {
-	case c.CertFile != "" && c.KeyFile == "":
-		return bad("MQTT_KEY_FILE", "must be set with MQTT_CERT_FILE")
-	case c.CertFile == "" && c.KeyFile != "":
-		return bad("MQTT_CERT_FILE", "must be set with MQTT_KEY_FILE")
-	case c.CertFile != "":
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return bad("MQTT_CERT_FILE", "load key pair: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	switch scheme {
-	case "ssl", "tls", "mqtts", "wss":
-	default:
-		return bad("MQTT_BROKER", "TLS files are set but the scheme %q is not ssl://", scheme)
+func (c *Config) loadTLS(secure bool) error {
+	t, err := mqttconn.LoadTLS(c.CAFile, c.CertFile, c.KeyFile, secure)
+	if se := (*mqttconn.SettingError)(nil); errors.As(err, &se) {
+		return &Error{Var: se.Var, Err: errors.New(se.Msg)}
 	}
 	c.TLS = t
 	return nil

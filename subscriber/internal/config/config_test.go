@@ -99,6 +99,7 @@ func TestBrokerDefaultPort(t *testing.T) {
 		{"ssl://broker", "ssl://broker:8883"},
 		{"tcp://broker:1884", "tcp://broker:1884"},
 		{"ws://broker/mqtt", "ws://broker/mqtt"},
+		{"tcp://a, ssl://b:8884", "tcp://a:1883 ssl://b:8884"},
 	}
 	for _, tt := range tests {
 		setenv(t, map[string]string{"MQTT_BROKER": tt.in})
@@ -106,8 +107,8 @@ func TestBrokerDefaultPort(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load with MQTT_BROKER=%s: %v", tt.in, err)
 		}
-		if c.Broker != tt.want {
-			t.Errorf("MQTT_BROKER=%s: broker %q, want %q", tt.in, c.Broker, tt.want)
+		if got := strings.Join(c.Brokers, " "); got != tt.want {
+			t.Errorf("MQTT_BROKER=%s: brokers %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -158,7 +159,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"PUBLISHER_URL", "http://h?q=1", ""},
 		{"PUBLISHER_URL", "localhost:8080", ""},
 		{"MQTT_CA_FILE", "/nonexistent/ca.pem", ""},
-		{"MQTT_CERT_FILE", "/nonexistent/cert.pem", "MQTT_KEY_FILE"},
+		{"MQTT_CERT_FILE", "/nonexistent/cert.pem", ""},
 		{"API_TOKEN", " s3cret", ""},
 		{"API_TOKEN", "s3cret\n", ""},
 		{"API_TOKEN", "s3\x01cret", ""},
