@@ -327,6 +327,23 @@ func (w *wireClient) collect(quiet time.Duration, max int) []wirePacket {
 	return out
 }
 
+// collectFor gathers packets for d.
+func (w *wireClient) collectFor(d time.Duration) []wirePacket {
+	var out []wirePacket
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return out
+		}
+		p, ok := w.next(left)
+		if !ok {
+			return out
+		}
+		out = append(out, p)
+	}
+}
+
 // closed waits up to d for the broker to close the connection.
 func (w *wireClient) closed(d time.Duration) bool {
 	deadline := time.After(d)

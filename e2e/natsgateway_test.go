@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -113,9 +114,16 @@ func TestNATSGatewayPacketIDs(t *testing.T) {
 
 // When unacknowledged messages come again after the subscriber's
 // connection died: at the reconnect, or only when ack_wait runs out.
+//
+// NATS_DEFAULT_ACK_WAIT=1 runs it with the server's default ack_wait (30s)
+// instead of 8s.
 func TestNATSGatewayRedeliveryOnReconnect(t *testing.T) {
-	const ackWait = 8 * time.Second
-	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
+	ackWait := 8 * time.Second
+	opts := []harness.NATSOption{harness.WithMQTTAckWait(ackWait)}
+	if os.Getenv("NATS_DEFAULT_ACK_WAIT") != "" {
+		ackWait, opts = 30*time.Second, nil
+	}
+	n := harness.StartNATS(t, opts...)
 	sub, _ := wireSub(t, n.Addr(), "rc-sub", "rc/#", 1)
 
 	wirePublish(t, n.Addr(), "rc/t", 1, "a", "b", "c")
@@ -182,7 +190,7 @@ func TestNATSGatewayQoS2Delivery(t *testing.T) {
 	sub.ack(pktPubrec, p.ID)
 	rel := sub.expect(pktPubrel, 5*time.Second)
 	t.Logf("PUBREC %d answered by %s after %v", p.ID, rel, time.Since(p.At).Round(10*time.Millisecond))
-	for _, q := range sub.collect(ackWait+2*time.Second, 5) {
+	for _, q := range sub.collectFor(2*ackWait + time.Second) {
 		t.Logf("without PUBCOMP, %v after the PUBREL: %s", q.At.Sub(rel.At).Round(10*time.Millisecond), q)
 	}
 
@@ -190,7 +198,7 @@ func TestNATSGatewayQoS2Delivery(t *testing.T) {
 	sub.drop()
 	start := time.Now()
 	sub, sp := connectWire(t, n.Addr(), wireConnect{ClientID: "q2-sub"})
-	got := sub.collect(ackWait+2*time.Second, 5)
+	got := sub.collectFor(2*ackWait + time.Second)
 	for _, q := range got {
 		t.Logf("session present %v; after the reconnect, %v: %s", sp, q.At.Sub(start).Round(10*time.Millisecond), q)
 	}
@@ -227,7 +235,7 @@ func TestNATSGatewayQoS2Delivery(t *testing.T) {
 	n.WaitHealthy(t, 30*time.Second)
 	start = time.Now()
 	sub, sp = connectWire(t, n.Addr(), wireConnect{ClientID: "q2-sub"})
-	got = sub.collect(ackWait+2*time.Second, 5)
+	got = sub.collectFor(2*ackWait + time.Second)
 	for _, q := range got {
 		t.Logf("session present %v; after the server restart, %v: %s", sp, q.At.Sub(start).Round(10*time.Millisecond), q)
 	}
@@ -355,13 +363,13 @@ func TestNATSGatewayInflight(t *testing.T) {
 	} else {
 		t.Logf("one PUBACK: nothing within 2s")
 	}
-	rest := sub.collect(ackWait+time.Second, 40)
+	rest := sub.collectFor(ackWait + time.Second)
 	t.Logf("then within ack_wait: %s", publishes(rest))
 	sub.drop()
 
 	// A subscriber that acknowledges everything gets all 20.
 	sub, _ = connectWire(t, n.Addr(), wireConnect{ClientID: "mp-sub"})
-	seen := map[string]bool{}
+	seen := map[string]bool{string(got[0].Body): true}
 	deadline := time.Now().Add(20 * time.Second)
 	for len(seen) < 20 && time.Now().Before(deadline) {
 		if p, ok := sub.next(time.Second); ok && p.Type == pktPublish {
@@ -412,4 +420,114 @@ func TestNATSGatewayProtocolLevels(t *testing.T) {
 	w := dialWire(t, n.Addr(), wireConnect{ClientID: "proto", Clean: true, User: "nobody", Pass: "x"})
 	p, _ := w.next(3 * time.Second)
 	t.Logf("CONNECT with credentials on a server without users: %v", p)
+}
+
+// After a server restart the session's packet-id counter starts again at
+// 1, while a PUBREL stored before the restart keeps its id: a new PUBLISH
+// can carry the id of a QoS 2 exchange the client has not completed.
+func TestNATSGatewayPubrelIDAfterRestart(t *testing.T) {
+	const ackWait = 3 * time.Second
+	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
+	sub, _ := wireSub(t, n.Addr(), "col-sub", "col/#", 2)
+	wirePublish(t, n.Addr(), "col/t", 2, "first")
+	p := sub.expect(pktPublish, 5*time.Second)
+	sub.ack(pktPubrec, p.ID)
+	rel := sub.expect(pktPubrel, 5*time.Second)
+	t.Logf("before the restart: %s, PUBREC, %s; no PUBCOMP", p, rel)
+	sub.drop()
+	n.Stop()
+	n.Start()
+	n.WaitHealthy(t, 30*time.Second)
+	sub, sp := connectWire(t, n.Addr(), wireConnect{ClientID: "col-sub"})
+	start := time.Now()
+	wirePublish(t, n.Addr(), "col/t", 2, "second")
+	for _, q := range sub.collectFor(2*ackWait + time.Second) {
+		t.Logf("session present %v; %v after the reconnect: %s", sp, q.At.Sub(start).Round(10*time.Millisecond), q)
+	}
+}
+
+// max_ack_pending: when the held-back messages come, in detail.
+func TestNATSGatewayMaxAckPendingTiming(t *testing.T) {
+	const ackWait = 3 * time.Second
+	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait), harness.WithMQTTMaxAckPending(5))
+	sub, _ := wireSub(t, n.Addr(), "mt-sub", "mt/#", 1)
+	var payloads []string
+	for i := range 20 {
+		payloads = append(payloads, fmt.Sprint(i))
+	}
+	start := time.Now()
+	wirePublish(t, n.Addr(), "mt/t", 1, payloads...)
+	for _, p := range sub.collectFor(2*ackWait + ackWait/2) {
+		t.Logf("%v: %s", p.At.Sub(start).Round(10*time.Millisecond), p)
+	}
+}
+
+// Retained messages and last wills in a cluster of three with
+// stream_replicas 3, when a node is killed.
+func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
+	c := harness.StartNATSCluster(t, 3)
+	// Streams exist once an MQTT client has connected.
+	w0, _ := connectWire(t, c.Nodes[0].Addr(), wireConnect{ClientID: "init", Clean: true})
+	w0.disconnect()
+	rleader := c.StreamLeader(t, harness.NATSRetainedStream)
+	var others []*harness.NATS
+	for _, n := range c.Nodes {
+		if n != rleader {
+			others = append(others, n)
+		}
+	}
+	home, watch := others[0], others[1]
+	t.Logf("retained stream leader %s; client on %s; watcher on %s", rleader.Name(), home.Name(), watch.Name())
+
+	a, _ := connectWire(t, home.Addr(), wireConnect{ClientID: "will-a", Clean: true, WillTopic: "status/a", WillMsg: "offline", WillQoS: 1, WillRetain: true})
+	a.publish("status/a", 1, true, false, 1, "online")
+	a.expect(pktPuback, 5*time.Second)
+
+	rleader.Kill()
+	start := time.Now()
+	c.WaitReady(t, 30*time.Second)
+	t.Logf("killed %s; cluster ready again after %v", rleader.Name(), time.Since(start).Round(10*time.Millisecond))
+	w, _ := connectWire(t, watch.Addr(), wireConnect{ClientID: "watch-1", Clean: true})
+	w.subscribe(1, "status/#", 1)
+	if p, ok := w.next(5 * time.Second); ok {
+		t.Logf("retained after killing the retained stream's leader: %s", p)
+	} else {
+		t.Logf("retained after killing the retained stream's leader: nothing within 5s")
+	}
+
+	// The client's connection dies while its node lives: the will.
+	a.drop()
+	if p, ok := w.next(5 * time.Second); ok {
+		t.Logf("client connection dropped, node alive: watcher got %s", p)
+		if p.QoS() == 1 {
+			w.ack(pktPuback, p.ID)
+		}
+	} else {
+		t.Logf("client connection dropped, node alive: no will within 5s")
+	}
+
+	// The client's node dies: the will?
+	rleader.Start()
+	c.WaitReady(t, 60*time.Second)
+	b, _ := connectWire(t, home.Addr(), wireConnect{ClientID: "will-b", Clean: true, WillTopic: "status/b", WillMsg: "offline", WillQoS: 1, WillRetain: true})
+	b.publish("status/b", 1, true, false, 1, "online")
+	b.expect(pktPuback, 5*time.Second)
+	if p, ok := w.next(5 * time.Second); ok {
+		t.Logf("watcher: %s", p)
+		if p.QoS() == 1 {
+			w.ack(pktPuback, p.ID)
+		}
+	}
+	home.Kill()
+	if p, ok := w.next(10 * time.Second); ok {
+		t.Logf("client's node killed: watcher got %s", p)
+	} else {
+		t.Logf("client's node killed: no will within 10s")
+	}
+	c.WaitReady(t, 30*time.Second)
+	w2, _ := connectWire(t, watch.Addr(), wireConnect{ClientID: "watch-2", Clean: true})
+	w2.subscribe(1, "status/#", 1)
+	for _, p := range w2.collect(2*time.Second, 5) {
+		t.Logf("retained now, on %s: %s", watch.Name(), p)
+	}
 }
