@@ -12,9 +12,20 @@ import (
 
 // What NATS's MQTT gateway does, packet by packet, where the MQTT 3.1.1
 // specification leaves a broker room or where NATS departs from it. The
-// services must not depend on any of it (CONTRACT.md); these tests keep
-// the facts measured, so that an upgrade of NATSVersion that changes one
-// of them shows up here first.
+// services must not depend on any of it (CONTRACT.md); these tests measure
+// the facts and log them, to be run again when NATSVersion changes:
+//
+//	NATS_GATEWAY_FACTS=1 go test -count=1 -v -run TestNATSGateway .
+//
+// They take minutes (most wait for ack_wait) and assert little, so they do
+// not run otherwise.
+
+func gatewayFacts(t *testing.T) {
+	t.Helper()
+	if os.Getenv("NATS_GATEWAY_FACTS") == "" {
+		t.Skip("a measurement of NATS's MQTT gateway; NATS_GATEWAY_FACTS=1 runs it")
+	}
+}
 
 func wireSub(t *testing.T, addr, id, filter string, qos byte) (*wireClient, bool) {
 	t.Helper()
@@ -64,6 +75,7 @@ func ids(ps []wirePacket) []uint16 {
 // Packet ids toward a persistent session, and redelivery while the client
 // stays connected without acknowledging.
 func TestNATSGatewayPacketIDs(t *testing.T) {
+	gatewayFacts(t)
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(2*time.Second))
 	sub, _ := wireSub(t, n.Addr(), "pi-sub", "pi/#", 1)
 
@@ -118,6 +130,7 @@ func TestNATSGatewayPacketIDs(t *testing.T) {
 // NATS_DEFAULT_ACK_WAIT=1 runs it with the server's default ack_wait (30s)
 // instead of 8s.
 func TestNATSGatewayRedeliveryOnReconnect(t *testing.T) {
+	gatewayFacts(t)
 	ackWait := 8 * time.Second
 	opts := []harness.NATSOption{harness.WithMQTTAckWait(ackWait)}
 	if os.Getenv("NATS_DEFAULT_ACK_WAIT") != "" {
@@ -172,6 +185,7 @@ func TestNATSGatewayRedeliveryOnReconnect(t *testing.T) {
 // QoS 2 toward a subscriber: PUBLISH, PUBREC, PUBREL, PUBCOMP, with the
 // subscriber stopping at each step.
 func TestNATSGatewayQoS2Delivery(t *testing.T) {
+	gatewayFacts(t)
 	const ackWait = 4 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
 	sub, _ := wireSub(t, n.Addr(), "q2-sub", "q2/#", 2)
@@ -243,6 +257,7 @@ func TestNATSGatewayQoS2Delivery(t *testing.T) {
 
 // The session-present flag of CONNACK.
 func TestNATSGatewaySessionPresent(t *testing.T) {
+	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	sp := func(id string, clean bool) bool {
 		w, sp := connectWire(t, n.Addr(), wireConnect{ClientID: id, Clean: clean})
@@ -287,6 +302,7 @@ func TestNATSGatewaySessionPresent(t *testing.T) {
 
 // Shared subscriptions ($share/<group>/<filter>).
 func TestNATSGatewaySharedSubscription(t *testing.T) {
+	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	a, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "share-a"})
 	b, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "share-b"})
@@ -304,6 +320,7 @@ func TestNATSGatewaySharedSubscription(t *testing.T) {
 // UNSUBSCRIBE of a filter never subscribed, and the order of PINGRESP and
 // UNSUBACK after QoS 1 publishes in flight.
 func TestNATSGatewayUnsubscribeAndPing(t *testing.T) {
+	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	w, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "unsub", Clean: true})
 	start := time.Now()
@@ -346,6 +363,7 @@ func TestNATSGatewayUnsubscribeAndPing(t *testing.T) {
 // max_ack_pending toward one subscriber, and a publisher with many QoS 2
 // messages in flight.
 func TestNATSGatewayInflight(t *testing.T) {
+	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait), harness.WithMQTTMaxAckPending(5))
 	sub, _ := wireSub(t, n.Addr(), "mp-sub", "mp/#", 1)
@@ -404,6 +422,7 @@ func TestNATSGatewayInflight(t *testing.T) {
 
 // MQTT 3.1 (MQIsdp) and other protocol levels.
 func TestNATSGatewayProtocolLevels(t *testing.T) {
+	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	for _, c := range []struct {
 		proto string
@@ -426,6 +445,7 @@ func TestNATSGatewayProtocolLevels(t *testing.T) {
 // 1, while a PUBREL stored before the restart keeps its id: a new PUBLISH
 // can carry the id of a QoS 2 exchange the client has not completed.
 func TestNATSGatewayPubrelIDAfterRestart(t *testing.T) {
+	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
 	sub, _ := wireSub(t, n.Addr(), "col-sub", "col/#", 2)
@@ -448,6 +468,7 @@ func TestNATSGatewayPubrelIDAfterRestart(t *testing.T) {
 
 // max_ack_pending: when the held-back messages come, in detail.
 func TestNATSGatewayMaxAckPendingTiming(t *testing.T) {
+	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait), harness.WithMQTTMaxAckPending(5))
 	sub, _ := wireSub(t, n.Addr(), "mt-sub", "mt/#", 1)
@@ -465,6 +486,7 @@ func TestNATSGatewayMaxAckPendingTiming(t *testing.T) {
 // Retained messages and last wills in a cluster of three with
 // stream_replicas 3, when a node is killed.
 func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
+	gatewayFacts(t)
 	c := harness.StartNATSCluster(t, 3)
 	// Streams exist once an MQTT client has connected.
 	w0, _ := connectWire(t, c.Nodes[0].Addr(), wireConnect{ClientID: "init", Clean: true})

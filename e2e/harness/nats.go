@@ -441,9 +441,24 @@ func (n *NATS) Healthy() bool {
 // WaitHealthy waits up to d for Healthy.
 func (n *NATS) WaitHealthy(tb testing.TB, d time.Duration) {
 	tb.Helper()
-	if !Eventually(d, n.Healthy) {
+	if !poll(d, n.Healthy) {
 		log, _ := os.ReadFile(n.LogPath())
 		tb.Fatalf("%s not healthy within %v:\n%s", n.conf.Name, d, tail(log, 2048))
+	}
+}
+
+// poll is Eventually at a pace that keeps a node's log readable: every
+// failed /healthz is a warning line in it.
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 

@@ -88,7 +88,7 @@ func (c *NATSCluster) running() []*NATS {
 func (c *NATSCluster) WaitReady(tb testing.TB, d time.Duration) {
 	tb.Helper()
 	var why string
-	if !Eventually(d, func() bool {
+	if !poll(d, func() bool {
 		up := c.running()
 		leader := ""
 		for _, n := range up {
@@ -161,7 +161,7 @@ func (c *NATSCluster) MetaLeader(tb testing.TB) *NATS {
 func (c *NATSCluster) StreamLeader(tb testing.TB, stream string) *NATS {
 	tb.Helper()
 	var leader, why string
-	if !Eventually(30*time.Second, func() bool {
+	if !poll(30*time.Second, func() bool {
 		for _, n := range c.running() {
 			info, err := n.jsz("accounts=true&streams=true")
 			if err != nil {
