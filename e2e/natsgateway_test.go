@@ -510,7 +510,7 @@ func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
 	c.WaitReady(t, 30*time.Second)
 	t.Logf("killed %s; cluster ready again after %v", rleader.Name(), time.Since(start).Round(10*time.Millisecond))
 	w, _ := connectWire(t, watch.Addr(), wireConnect{ClientID: "watch-1", Clean: true})
-	w.subscribe(1, "status/#", 1)
+	t.Logf("watcher's SUBACK right after the kill: %x", w.subscribe(1, "status/#", 1))
 	if p, ok := w.next(5 * time.Second); ok {
 		t.Logf("retained after killing the retained stream's leader: %s", p)
 	} else {
@@ -551,5 +551,58 @@ func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
 	w2.subscribe(1, "status/#", 1)
 	for _, p := range w2.collect(2*time.Second, 5) {
 		t.Logf("retained now, on %s: %s", watch.Name(), p)
+	}
+}
+
+// A persistent session that moves to another node of a cluster with
+// messages unacknowledged, as a subscriber failing over along its
+// MQTT_BROKER list does.
+func TestNATSGatewayClusterSessionMoves(t *testing.T) {
+	gatewayFacts(t)
+	c := harness.StartNATSCluster(t, 3, harness.WithMQTTAckWait(5*time.Second))
+	a, b := c.Nodes[0], c.Nodes[1]
+	sub, _ := wireSub(t, a.Addr(), "move-sub", "move/#", 1)
+	wirePublish(t, b.Addr(), "move/t", 1, "x", "y", "z")
+	first := sub.collect(time.Second, 3)
+	t.Logf("on %s: %s", a.Name(), publishes(first))
+	sub.drop()
+	start := time.Now()
+	sub, sp := connectWire(t, b.Addr(), wireConnect{ClientID: "move-sub"})
+	t.Logf("reconnected to %s after %v, session present %v", b.Name(), time.Since(start).Round(time.Millisecond), sp)
+	for _, p := range sub.collectFor(13 * time.Second) {
+		t.Logf("%v after the reconnect: %s", p.At.Sub(start).Round(10*time.Millisecond), p)
+		sub.ack(pktPuback, p.ID)
+	}
+	wirePublish(t, a.Addr(), "move/t", 1, "after")
+	p := sub.expect(pktPublish, 5*time.Second)
+	t.Logf("next message on %s: %s", b.Name(), p)
+	sub.ack(pktPuback, p.ID)
+
+	// The node holding the connection is killed; the client reconnects
+	// to another at once.
+	wirePublish(t, a.Addr(), "move/t", 1, "unacked")
+	p = sub.expect(pktPublish, 5*time.Second)
+	b.Kill()
+	start = time.Now()
+	tries := 0
+	for {
+		tries++
+		w := dialWire(t, c.Nodes[2].Addr(), wireConnect{ClientID: "move-sub"})
+		if ack, ok := w.next(10 * time.Second); ok && ack.Type == pktConnack && ack.Body[1] == 0 {
+			sub, sp = w, ack.Body[0]&1 == 1
+			break
+		} else {
+			t.Logf("connect %d to %s after the kill: %v %v (%v)", tries, c.Nodes[2].Name(), ok, ack, time.Since(start).Round(time.Millisecond))
+		}
+		w.drop()
+		if time.Since(start) > time.Minute {
+			t.Fatalf("no connect within a minute of the kill")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("%s killed with %s unacknowledged; reconnected to %s after %v (%d tries), session present %v", b.Name(), p, c.Nodes[2].Name(), time.Since(start).Round(time.Millisecond), tries, sp)
+	for _, q := range sub.collectFor(20 * time.Second) {
+		t.Logf("%v after the reconnect: %s", q.At.Sub(start).Round(10*time.Millisecond), q)
+		sub.ack(pktPuback, q.ID)
 	}
 }

@@ -172,8 +172,12 @@ func TestNATSClusterKillStreamLeader(t *testing.T) {
 	// What this test holds the cluster to is that the message survived.
 	var got mqtt.Message
 	for try := 1; try <= 3 && got == nil; try++ {
-		if tok := w.Subscribe("cluster/retained", 1, func(_ mqtt.Client, m mqtt.Message) { retained <- m }); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		tok := w.Subscribe("cluster/retained", 1, func(_ mqtt.Client, m mqtt.Message) { retained <- m })
+		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 			t.Fatalf("watcher subscribe on %s: %v", other.Name(), tok.Error())
+		}
+		if granted := tok.(*mqtt.SubscribeToken).Result()["cluster/retained"]; granted != 1 {
+			t.Logf("subscription %d after the kill: SUBACK %x", try, granted)
 		}
 		select {
 		case got = <-retained:
