@@ -16,7 +16,10 @@ import (
 // wildcard filter byte for byte, binary payloads included.
 func TestRoundTripQoS(t *testing.T) {
 	_, sub, pub := startStack(t, nil)
+	roundTripQoS(t, sub, pub)
+}
 
+func roundTripQoS(t *testing.T, sub, pub *harness.Service) {
 	binary := make([]byte, 256)
 	for i := range binary {
 		binary[i] = byte(i)
@@ -63,7 +66,10 @@ func TestRoundTripQoS(t *testing.T) {
 // A retained publish reaches a subscriber that connects afterwards, stored
 // with retained: true.
 func TestRoundTripRetained(t *testing.T) {
-	b := harness.StartBroker(t)
+	roundTripRetained(t, harness.StartBroker(t))
+}
+
+func roundTripRetained(t *testing.T, b broker) {
 	pub := startPublisher(t, b, nil)
 	pub.WaitReady(t, 10*time.Second)
 	got := publish(t, pub, `{"topic":"rt/retained/state","message":"on","qos":1,"retain":true}`)

@@ -54,8 +54,15 @@ func clientID(tb testing.TB, role string) string {
 	return role + "-" + strings.ToLower(unsafeID.ReplaceAllString(tb.Name(), "-"))
 }
 
+// broker is an MQTT broker of the test's own: a Mosquitto (*harness.Broker)
+// or a NATS node or cluster (*harness.NATS, *harness.NATSCluster).
+type broker interface {
+	// URL is the broker's address as MQTT_BROKER takes it.
+	URL() string
+}
+
 // startSubscriber runs a subscriber with a SQLite file of its own.
-func startSubscriber(tb testing.TB, broker *harness.Broker, env map[string]string) *harness.Service {
+func startSubscriber(tb testing.TB, broker broker, env map[string]string) *harness.Service {
 	tb.Helper()
 	full := map[string]string{
 		"MQTT_BROKER":    broker.URL(),
@@ -70,7 +77,7 @@ func startSubscriber(tb testing.TB, broker *harness.Broker, env map[string]strin
 }
 
 // startPublisher runs a publisher against broker.
-func startPublisher(tb testing.TB, broker *harness.Broker, env map[string]string) *harness.Service {
+func startPublisher(tb testing.TB, broker broker, env map[string]string) *harness.Service {
 	tb.Helper()
 	full := map[string]string{
 		"MQTT_BROKER":    broker.URL(),
@@ -87,11 +94,19 @@ func startPublisher(tb testing.TB, broker *harness.Broker, env map[string]string
 func startStack(tb testing.TB, subEnv map[string]string) (*harness.Broker, *harness.Service, *harness.Service) {
 	tb.Helper()
 	b := harness.StartBroker(tb)
-	sub := startSubscriber(tb, b, subEnv)
-	pub := startPublisher(tb, b, nil)
+	sub, pub := startServices(tb, b, subEnv)
+	return b, sub, pub
+}
+
+// startServices runs a subscriber (with subEnv) and a publisher against b
+// and waits until both are ready.
+func startServices(tb testing.TB, b broker, subEnv map[string]string) (sub, pub *harness.Service) {
+	tb.Helper()
+	sub = startSubscriber(tb, b, subEnv)
+	pub = startPublisher(tb, b, nil)
 	sub.WaitReady(tb, 10*time.Second)
 	pub.WaitReady(tb, 10*time.Second)
-	return b, sub, pub
+	return sub, pub
 }
 
 // list is one GET /messages; query is the raw query string.
