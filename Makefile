@@ -15,7 +15,7 @@ all: build
 ## build: the two static binaries in bin/, each built alone as its image builds it
 build:
 	@mkdir -p bin
-	@for m in $(SERVICES) mqttconn; do \
+	@for m in $(SERVICES); do \
 		(cd $$m && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/$$m .) || exit 1; \
 	done
 

@@ -41,7 +41,7 @@ const maxPending = 4 << 20
 type Conn struct {
 	net.Conn
 	// Broker is the URL the connection was dialled for.
-	Broker string
+	Broker  string
 	r       *bufio.Reader
 	timeout time.Duration
 
