@@ -14,55 +14,138 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/e2e/harness"
 )
 
-// load publishes a stream of uniquely numbered messages through the
-// publisher's HTTP API and records which ones were answered 200: those are the
-// ones that must end up stored.
-type load struct {
-	mu      sync.Mutex
-	acked   map[string]time.Time // payload: when its 200 arrived
-	refused int                  // 503 and 504 answers, and requests that failed
-	slowest time.Duration        // the longest a 503 took
+// A fault test publishes a stream of QoS 1 and 2 messages through the
+// publisher while it injects a fault, then counts, for each QoS, what the
+// publisher acknowledged (200) and what the subscriber stored: missing
+// (acknowledged, not stored), stored twice (unflagged: the subscriber did
+// not notice; flagged: duplicate: true), and new messages stored flagged.
+// It runs with unique payloads, where every row can be told apart, and
+// with one payload on one topic, where only the counts can: a message that
+// looks like an earlier one is still a new message.
+
+// faultBroker is a broker of the test's own that a fault can stop, kill
+// and start again.
+type faultBroker interface {
+	broker
+	Stop()
+	Kill()
+	Start()
 }
 
-// run publishes n messages on topic prefix/<i%10> with QoS 1 and 2 from
-// workers goroutines, and returns when all were tried or ctx ends.
+// faultBrokers are the brokers every fault test runs on. NATS redelivers
+// unacknowledged messages when its ack_wait runs out (not at the
+// reconnect, as MQTT 3.1.1 asks): 2 s keeps the tests short. After a
+// restart of its own NATS sends them under new packet ids (against
+// section 4.4; docs/delivery.md): renumbers.
+var faultBrokers = []struct {
+	name      string
+	renumbers bool
+	start     func(tb testing.TB) faultBroker
+}{
+	{"mosquitto", false, func(tb testing.TB) faultBroker { return harness.StartBroker(tb) }},
+	{"nats", true, func(tb testing.TB) faultBroker { return harness.StartNATS(tb, harness.WithMQTTAckWait(2*time.Second)) }},
+}
+
+// brokerCase is one broker and payload kind of a fault test.
+type brokerCase struct {
+	faultBroker
+	identical bool
+	renumbers bool // the broker renumbers packet ids after its own restart
+}
+
+// forEachBroker runs test once per broker and payload kind.
+func forEachBroker(t *testing.T, test func(t *testing.T, b brokerCase)) {
+	for _, fb := range faultBrokers {
+		for _, identical := range []bool{false, true} {
+			name := fb.name + "/unique"
+			if identical {
+				name = fb.name + "/identical"
+			}
+			t.Run(name, func(t *testing.T) {
+				test(t, brokerCase{faultBroker: fb.start(t), identical: identical, renumbers: fb.renumbers})
+			})
+		}
+	}
+}
+
+// outcome is what one publish request got.
+type outcome int
+
+const (
+	confirmed outcome = iota // 200: must be stored once
+	unsent                   // 503 not connected: never left the publisher
+	maybeSent                // any other failure: may have reached the broker
+)
+
+// load publishes messages and records each one's outcome.
+type load struct {
+	identical bool
+	mu        sync.Mutex
+	outcome   map[string]outcome   // unique payloads
+	ackedAt   map[string]time.Time // unique payloads
+	counts    [3][3]int            // identical payloads: [qos][outcome]
+	slowest   time.Duration        // the longest a 503 took
+	refused   int
+}
+
+// payload and topic of message i.
+func (l *load) message(prefix string, i int) (topic, payload string, qos int) {
+	qos = 1 + i%2
+	if l.identical {
+		return prefix + "/same", "21.5", qos
+	}
+	return fmt.Sprintf("%s/%d", prefix, i%10), fmt.Sprintf("%s-%06d", prefix, i), qos
+}
+
+// run publishes n messages from workers goroutines and returns when all
+// were tried or ctx ends.
 func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
-	l.acked = map[string]time.Time{}
+	l.outcome, l.ackedAt = map[string]outcome{}, map[string]time.Time{}
 	client := &http.Client{Timeout: 10 * time.Second}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range next {
-				payload := fmt.Sprintf("%s-%06d", prefix, i)
-				body := fmt.Sprintf(`{"topic":%q,"message":%q,"qos":%d}`, fmt.Sprintf("%s/%d", prefix, i%10), payload, 1+i%2)
+				topic, payload, qos := l.message(prefix, i)
+				body := fmt.Sprintf(`{"topic":%q,"message":%q,"qos":%d}`, topic, payload, qos)
 				start := time.Now()
 				resp, err := client.Post(pubURL+"/publish", "application/json", bytes.NewBufferString(body))
 				took := time.Since(start)
-				status := 0
+				status, answer := 0, []byte(nil)
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
+					answer, _ = io.ReadAll(resp.Body)
 					resp.Body.Close()
 					status = resp.StatusCode
 				}
-				l.mu.Lock()
+				o := maybeSent
 				switch {
 				case status == http.StatusOK:
-					l.acked[payload] = time.Now()
-				case status == http.StatusServiceUnavailable:
-					l.refused++
+					o = confirmed
+				case status == http.StatusServiceUnavailable && bytes.Contains(answer, []byte("not connected")):
+					o = unsent
+				}
+				l.mu.Lock()
+				if l.identical {
+					l.counts[qos][o]++
+				} else {
+					l.outcome[payload] = o
+					if o == confirmed {
+						l.ackedAt[payload] = time.Now()
+					}
+				}
+				if status == http.StatusServiceUnavailable {
 					l.slowest = max(l.slowest, took)
-				default:
+				}
+				if o != confirmed {
 					l.refused++
 				}
 				l.mu.Unlock()
-				if status != http.StatusOK {
+				if o != confirmed {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
-		}()
+		})
 	}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		next <- i
@@ -71,78 +154,141 @@ func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
 	wg.Wait()
 }
 
-// audit waits until every acknowledged message of prefix is stored, then
-// reports how many were missing and how many were stored more than once.
-// lost may excuse a missing message: given when it was acknowledged, it says
-// whether losing it is within what the broker's settings promise.
-func audit(tb testing.TB, sub *harness.Service, prefix string, l *load, d time.Duration, lost func(time.Time) bool) {
-	tb.Helper()
-	var rows []stored
-	var missing []string
-	harness.Eventually(d, func() bool {
-		rows = listAll(tb, sub, prefix+"/#")
-		have := map[string]bool{}
+// tally is what a fault test counts for one QoS.
+type tally struct {
+	acked, maybe, rows, missing, twice, flagged, newFlagged, unflaggedTwice int
+	excused                                                              int // missing, within the broker's snapshot window
+}
+
+func (c tally) String() string {
+	return fmt.Sprintf("%d acknowledged (%d more not confirmed), %d rows, %d missing (%d within the broker's snapshot window), %d stored twice (%d flagged, %d unflagged), %d new messages flagged",
+		c.acked, c.maybe, c.rows, c.missing, c.excused, c.twice, c.flagged, c.unflaggedTwice, c.newFlagged)
+}
+
+// count compares what l acknowledged with the rows stored. lost may excuse
+// a missing unique message, given when it was acknowledged.
+func (l *load) count(rows []stored, lost func(time.Time) bool) [3]tally {
+	var t [3]tally
+	if l.identical {
+		var plain, flagged [3]int
 		for _, r := range rows {
-			have[r.Payload] = true
-		}
-		missing = missing[:0]
-		for p := range l.acked {
-			if !have[p] {
-				missing = append(missing, p)
+			if r.Duplicate {
+				flagged[r.QoS]++
+			} else {
+				plain[r.QoS]++
 			}
 		}
-		return len(missing) == 0
-	})
-	// Every row past the first of a payload is a duplicate. Flagged means the
-	// subscriber said it could not tell (duplicate: true); an unflagged second
-	// row is one it did not notice.
-	flagged, unflagged := 0, 0
-	distinct := map[string]bool{}
-	plain := map[string]int{}
+		for q := 1; q <= 2; q++ {
+			c := &t[q]
+			c.acked, c.maybe = l.counts[q][confirmed], l.counts[q][maybeSent]
+			c.rows, c.flagged = plain[q]+flagged[q], flagged[q]
+			// Only counts tell identical messages apart: each figure is
+			// what the rows prove at least.
+			c.missing = max(c.acked-c.rows, 0)
+			c.newFlagged = max(c.acked-plain[q], 0) - c.missing
+			c.unflaggedTwice = max(plain[q]-c.acked-c.maybe, 0)
+			c.twice = max(c.rows-c.acked-c.maybe, 0)
+		}
+		return t
+	}
+	type seen struct{ plain, flagged int }
+	by := map[string]*seen{}
 	for _, r := range rows {
-		distinct[r.Payload] = true
+		s := by[r.Payload]
+		if s == nil {
+			s = &seen{}
+			by[r.Payload] = s
+		}
 		if r.Duplicate {
-			flagged++
+			s.flagged++
 		} else {
-			plain[r.Payload]++
+			s.plain++
 		}
 	}
-	var unnoticed []string
-	for p, n := range plain {
-		unflagged += max(n-1, 0)
-		if _, ok := l.acked[p]; ok && n > 1 {
-			unnoticed = append(unnoticed, p)
+	for p, o := range l.outcome {
+		var q int
+		fmt.Sscanf(p[strings.LastIndexByte(p, '-')+1:], "%d", &q)
+		q = 1 + q%2
+		c := &t[q]
+		s := by[p]
+		if s == nil {
+			s = &seen{}
+		}
+		switch o {
+		case confirmed:
+			c.acked++
+		case maybeSent:
+			c.maybe++
+		}
+		c.rows += s.plain + s.flagged
+		c.flagged += s.flagged
+		c.twice += max(s.plain+s.flagged-1, 0)
+		c.unflaggedTwice += max(s.plain-1, 0)
+		if o == confirmed && s.plain+s.flagged == 0 {
+			if lost != nil && lost(l.ackedAt[p]) {
+				c.excused++
+			} else {
+				c.missing++
+			}
+		}
+		if o == confirmed && s.plain == 0 && s.flagged > 0 {
+			c.newFlagged++
 		}
 	}
-	twice := len(rows) - len(distinct)
-	excused := 0
-	for _, p := range missing {
-		if lost != nil && lost(l.acked[p]) {
-			excused++
-		} else {
-			tb.Errorf("%s: %s acknowledged at %s was not stored", prefix, p, l.acked[p].Format("15:04:05.000"))
-		}
+	return t
+}
+
+// audit waits until every acknowledged message of prefix is stored (or d
+// passes), logs the tallies and returns them.
+func audit(tb testing.TB, sub *harness.Service, prefix string, l *load, d time.Duration, lost func(time.Time) bool) [3]tally {
+	tb.Helper()
+	var t [3]tally
+	harness.Eventually(d, func() bool {
+		t = l.count(listAll(tb, sub, prefix+"/#"), lost)
+		return t[1].missing+t[2].missing == 0
+	})
+	// The last rows may still be on their way: wait for them to settle.
+	time.Sleep(200 * time.Millisecond)
+	t = l.count(listAll(tb, sub, prefix+"/#"), lost)
+	for q := 1; q <= 2; q++ {
+		tb.Logf("%s QoS %d: %v", prefix, q, t[q])
 	}
-	tb.Logf("%s: %d acknowledged, %d refused (slowest 503 %v), %d rows stored, %d missing (%d within the broker's snapshot window), %d stored twice (%d flagged duplicate, %d unflagged)",
-		prefix, len(l.acked), l.refused, l.slowest, len(rows), len(missing), excused, twice, flagged, unflagged)
-	// A publish answered 503 or 504 may reach the broker twice (the
-	// publisher's client resends it after a reconnect); one answered 200 went
-	// once, so a second unflagged row of it is the subscriber's doing.
-	if len(unnoticed) > 0 {
-		tb.Errorf("%s: %d acknowledged messages stored twice without duplicate: true, e.g. %s", prefix, len(unnoticed), unnoticed[0])
-	}
-	if len(l.acked) == 0 {
+	tb.Logf("%s: %d refused, the slowest 503 in %v", prefix, l.refused, l.slowest.Round(time.Millisecond))
+	if t[1].acked+t[2].acked == 0 {
 		tb.Errorf("%s: no publish was acknowledged: the test proved nothing", prefix)
 	}
 	if l.slowest > time.Second {
 		tb.Errorf("%s: a 503 took %v; it must be answered at once", prefix, l.slowest)
 	}
+	return t
+}
+
+// requireExact fails the test unless nothing was missing, nothing stored
+// twice unflagged, no new message flagged, and, when qos2Exact, no QoS 2
+// message flagged either: section 4.3.3 makes QoS 2 exactly once on a
+// broker that keeps its packet ids.
+func requireExact(tb testing.TB, prefix string, t [3]tally, qos2Exact bool) {
+	tb.Helper()
+	for q := 1; q <= 2; q++ {
+		if t[q].missing > 0 {
+			tb.Errorf("%s QoS %d: %d acknowledged messages missing", prefix, q, t[q].missing)
+		}
+		if t[q].unflaggedTwice > 0 {
+			tb.Errorf("%s QoS %d: %d messages stored twice without duplicate: true", prefix, q, t[q].unflaggedTwice)
+		}
+		if t[q].newFlagged > 0 {
+			tb.Errorf("%s QoS %d: %d new messages stored with duplicate: true", prefix, q, t[q].newFlagged)
+		}
+	}
+	if qos2Exact && t[2].flagged > 0 {
+		tb.Errorf("%s QoS 2: %d rows flagged duplicate; QoS 2 is exactly once", prefix, t[2].flagged)
+	}
 }
 
 // during runs the load in the background while fault injects its faults.
-func during(t *testing.T, pub *harness.Service, prefix string, n int, fault func()) *load {
+func during(t *testing.T, pub *harness.Service, prefix string, identical bool, n int, fault func()) *load {
 	t.Helper()
-	l := &load{}
+	l := &load{identical: identical}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
@@ -161,69 +307,104 @@ func during(t *testing.T, pub *harness.Service, prefix string, n int, fault func
 	return l
 }
 
+// startFaultStack runs b with a subscriber (with subEnv) and a publisher,
+// and waits until both are ready.
+func startFaultStack(t *testing.T, b faultBroker, subEnv map[string]string) (*harness.Service, *harness.Service) {
+	t.Helper()
+	sub := startSubscriber(t, b, subEnv)
+	pub := startPublisher(t, b, nil)
+	sub.WaitReady(t, 20*time.Second)
+	pub.WaitReady(t, 20*time.Second)
+	return sub, pub
+}
+
 // SIGKILL the subscriber again and again during a stream: every message the
 // publisher acknowledged is stored once it is back.
 func TestFaultSubscriberKilled(t *testing.T) {
-	_, sub, pub := startStack(t, nil)
-
-	l := during(t, pub, "kill", 3000, func() {
-		for range 3 {
-			time.Sleep(400 * time.Millisecond)
-			sub.Kill()
-			time.Sleep(300 * time.Millisecond)
-			sub.Restart()
-		}
+	forEachBroker(t, func(t *testing.T, b brokerCase) {
+		sub, pub := startFaultStack(t, b, nil)
+		l := during(t, pub, "kill", b.identical, 3000, func() {
+			for range 3 {
+				time.Sleep(400 * time.Millisecond)
+				sub.Kill()
+				time.Sleep(300 * time.Millisecond)
+				sub.Restart()
+			}
+		})
+		sub.WaitReady(t, 20*time.Second)
+		requireExact(t, "kill", audit(t, sub, "kill", l, 60*time.Second, nil), true)
 	})
-	sub.WaitReady(t, 20*time.Second)
-	audit(t, sub, "kill", l, 60*time.Second, nil)
 }
 
 // Restart the broker gracefully, twice, during a stream: the publisher
 // refuses at once while it is down, and every message it acknowledged is
 // stored.
 func TestFaultBrokerRestarted(t *testing.T) {
-	b, sub, pub := startStack(t, nil)
-
-	l := during(t, pub, "restart", 3000, func() {
-		for range 2 {
-			time.Sleep(500 * time.Millisecond)
-			b.Stop()
-			time.Sleep(500 * time.Millisecond)
-			b.Start()
+	forEachBroker(t, func(t *testing.T, b brokerCase) {
+		sub, pub := startFaultStack(t, b, nil)
+		l := during(t, pub, "restart", b.identical, 3000, func() {
+			for range 2 {
+				time.Sleep(500 * time.Millisecond)
+				b.Stop()
+				time.Sleep(500 * time.Millisecond)
+				b.Start()
+			}
+		})
+		sub.WaitReady(t, 30*time.Second)
+		tallies := audit(t, sub, "restart", l, 60*time.Second, nil)
+		if !b.renumbers {
+			requireExact(t, "restart", tallies, true)
+			return
+		}
+		// A restarted NATS sends again, under new packet ids and even
+		// twice on one connection, messages whose acknowledgement it had
+		// processed (docs/delivery.md): only the content can tie them to
+		// what was stored. Nothing may be lost; the duplicates are counted.
+		for q := 1; q <= 2; q++ {
+			if tallies[q].missing > 0 {
+				t.Errorf("restart QoS %d: %d acknowledged messages missing", q, tallies[q].missing)
+			}
 		}
 	})
-	sub.WaitReady(t, 30*time.Second)
-	audit(t, sub, "restart", l, 60*time.Second, nil)
 }
 
 // SIGKILL the broker, twice, during a stream. Mosquitto 2.0 acknowledges a
 // message before it saves it (every autosave_interval, 1 s here and in
-// mosquitto.conf), so a killed broker forgets what it acknowledged since its
-// last snapshot and had not yet handed to the subscriber. The test holds it
-// to exactly that: a missing message must have been acknowledged within
-// autosave_interval (plus the time a snapshot takes) before a kill.
+// mosquitto.conf), so a killed Mosquitto forgets what it acknowledged since
+// its last snapshot and had not yet handed to the subscriber, and may hand
+// again what the subscriber had stored. The test measures it, and holds
+// Mosquitto to its window: a missing message must have been acknowledged
+// within autosave_interval (plus the time a snapshot takes) before a kill.
 func TestFaultBrokerKilled(t *testing.T) {
-	b, sub, pub := startStack(t, nil)
-
-	var kills []time.Time
-	l := during(t, pub, "sigkill", 3000, func() {
-		for range 2 {
-			time.Sleep(700 * time.Millisecond)
-			kills = append(kills, time.Now())
-			b.Kill()
-			time.Sleep(500 * time.Millisecond)
-			b.Start()
-		}
-	})
-	sub.WaitReady(t, 30*time.Second)
-	const window = 1500 * time.Millisecond // autosave_interval 1 s, and the snapshot's own time
-	audit(t, sub, "sigkill", l, 30*time.Second, func(acked time.Time) bool {
-		for _, k := range kills {
-			if !acked.After(k) && k.Sub(acked) <= window {
-				return true
+	forEachBroker(t, func(t *testing.T, b brokerCase) {
+		sub, pub := startFaultStack(t, b, nil)
+		var kills []time.Time
+		l := during(t, pub, "sigkill", b.identical, 3000, func() {
+			for range 2 {
+				time.Sleep(700 * time.Millisecond)
+				kills = append(kills, time.Now())
+				b.Kill()
+				time.Sleep(500 * time.Millisecond)
+				b.Start()
+			}
+		})
+		sub.WaitReady(t, 30*time.Second)
+		const window = 1500 * time.Millisecond // autosave_interval 1 s, and the snapshot's own time
+		tallies := audit(t, sub, "sigkill", l, 30*time.Second, func(acked time.Time) bool {
+			for _, k := range kills {
+				if !acked.After(k) && k.Sub(acked) <= window {
+					return true
+				}
+			}
+			return false
+		})
+		if _, ok := b.faultBroker.(*harness.Broker); ok && !b.identical {
+			for q := 1; q <= 2; q++ {
+				if tallies[q].missing > 0 {
+					t.Errorf("QoS %d: %d messages missing that were acknowledged outside Mosquitto's snapshot window", q, tallies[q].missing)
+				}
 			}
 		}
-		return false
 	})
 }
 
@@ -231,27 +412,28 @@ func TestFaultBrokerKilled(t *testing.T) {
 // what it could not commit, say so on /readyz, and store everything once the
 // database is back.
 func TestFaultStoreUnavailable(t *testing.T) {
-	db := harness.Postgres(t)
-	proxy := harness.StartProxy(t, "127.0.0.1:5432")
-	_, sub, pub := startStack(t, map[string]string{"DATABASE_URL": strings.Replace(db, "127.0.0.1:5432", proxy.Addr(), 1)})
-
-	notReady := 0
-	l := during(t, pub, "store", 2000, func() {
-		for range 2 {
-			time.Sleep(500 * time.Millisecond)
-			proxy.Cut()
-			if harness.Eventually(5*time.Second, func() bool { return sub.Status("/readyz") == 503 }) {
-				notReady++
+	forEachBroker(t, func(t *testing.T, b brokerCase) {
+		db := harness.Postgres(t)
+		proxy := harness.StartProxy(t, "127.0.0.1:5432")
+		sub, pub := startFaultStack(t, b, map[string]string{"DATABASE_URL": strings.Replace(db, "127.0.0.1:5432", proxy.Addr(), 1)})
+		notReady := 0
+		l := during(t, pub, "store", b.identical, 2000, func() {
+			for range 2 {
+				time.Sleep(500 * time.Millisecond)
+				proxy.Cut()
+				if harness.Eventually(5*time.Second, func() bool { return sub.Status("/readyz") == 503 }) {
+					notReady++
+				}
+				time.Sleep(1500 * time.Millisecond)
+				proxy.Restore()
 			}
-			time.Sleep(1500 * time.Millisecond)
-			proxy.Restore()
+		})
+		if notReady != 2 {
+			t.Errorf("/readyz turned 503 in %d of 2 outages of the store, want 2", notReady)
 		}
+		sub.WaitReady(t, 30*time.Second)
+		requireExact(t, "store", audit(t, sub, "store", l, 60*time.Second, nil), true)
 	})
-	if notReady != 2 {
-		t.Errorf("/readyz turned 503 in %d of 2 outages of the store, want 2", notReady)
-	}
-	sub.WaitReady(t, 30*time.Second)
-	audit(t, sub, "store", l, 60*time.Second, nil)
 }
 
 // 100,000 QoS 1 messages queued while the subscriber is away are all stored
@@ -339,18 +521,18 @@ func TestFaultShareGroup(t *testing.T) {
 		s.WaitReady(t, 10*time.Second)
 	}
 
-	l := during(t, pub, "share", 2000, func() {
+	l := during(t, pub, "share", false, 2000, func() {
 		time.Sleep(700 * time.Millisecond)
 		two.Kill()
 		time.Sleep(500 * time.Millisecond)
 		two.Restart()
 	})
 	two.WaitReady(t, 20*time.Second)
-	audit(t, one, "share", l, 60*time.Second, nil)
+	requireExact(t, "share", audit(t, one, "share", l, 60*time.Second, nil), true)
 
 	rows := listAll(t, one, "share/#")
-	if len(rows) != len(l.acked) {
-		t.Errorf("%d rows for %d acknowledged publishes, want exactly one each", len(rows), len(l.acked))
+	if n := len(l.ackedAt); len(rows) != n {
+		t.Errorf("%d rows for %d acknowledged publishes, want exactly one each", len(rows), n)
 	}
 	for _, s := range []*harness.Service{one, two} {
 		arrived := 0

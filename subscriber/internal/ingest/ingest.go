@@ -101,6 +101,7 @@ type Ingester struct {
 
 	// The writer's own; see ledger.
 	ledger       *ledger
+	judged       map[*wire]int64 // the last arrival of each connection taken into a batch
 	unsaved      map[int64]int64 // confirmed acknowledgement marks not yet committed
 	unsavedSince time.Time
 }
@@ -123,6 +124,7 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		wakeup:   make(chan struct{}, 1),
 		wires:    map[int64]*wire{},
 		unsaved:  map[int64]int64{},
+		judged:   map[*wire]int64{},
 	}
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -32,6 +33,9 @@ type record struct {
 	live    bool     // it arrived in this process (else it was loaded)
 	ackSent bool     // its acknowledgement was handed to Paho
 	a       *arrival // the arrival itself, until its row is committed
+
+	openSince time.Time // when it joined the ledger's open list
+	matched   bool      // a redelivery under another packet id was taken for it
 }
 
 // ledger is the writer's knowledge of the broker session: the latest
@@ -44,10 +48,27 @@ type ledger struct {
 	lastConn  int64 // the newest connection an arrival came on
 	ids       map[uint16]*record
 	acked     map[int64]int64 // connection: highest seq whose acknowledgement the broker processed
+
+	// open lists, oldest first, the deliveries of this process stored in
+	// the last openFor, and openBy indexes them by content hash: a broker
+	// that numbers packet ids afresh after its own restart (NATS does)
+	// sends them again under other ids, even acknowledged ones whose
+	// acknowledgement it had not yet saved. See matchOpen.
+	open   []*record
+	openBy map[uint64][]*record
 }
 
+// Bounds of the open list: a redelivery comes at the next connection or
+// after the broker's acknowledgement timeout (NATS: ack_wait, 30 s by
+// default), well within openFor.
+const (
+	openFor = 2 * time.Minute
+	maxOpen = 1 << 16
+)
+
 func newLedger(s store.Session) *ledger {
-	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: map[uint16]*record{}, acked: map[int64]int64{}}
+	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: map[uint16]*record{}, acked: map[int64]int64{},
+		openBy: map[uint64][]*record{}}
 	for conn, seq := range s.Acked {
 		l.acked[conn] = seq
 	}
@@ -79,13 +100,46 @@ type judgement struct {
 // the batch's own changes on top, which become the ledger's only once the
 // batch is committed.
 type view struct {
-	l     *ledger
-	ids   map[uint16]*record
-	acked map[int64]int64
+	l       *ledger
+	ids     map[uint16]*record
+	acked   map[int64]int64
+	matched map[*record]bool
 }
 
 func (l *ledger) view() *view {
-	return &view{l: l, ids: map[uint16]*record{}, acked: map[int64]int64{}}
+	return &view{l: l, ids: map[uint16]*record{}, acked: map[int64]int64{}, matched: map[*record]bool{}}
+}
+
+// settled reports whether r can no longer be taken for a redelivery under
+// another packet id: one was taken for it already, or it is too old.
+// Nothing else settles it: NATS, restarted, sends again even messages
+// whose acknowledgement (QoS 2: whose PUBCOMP) it had processed.
+func (l *ledger) settled(r *record, now time.Time) bool {
+	return r.matched || now.Sub(r.openSince) > openFor
+}
+
+// keepOpen adds the committed deliveries of this process to the open list
+// and drops the old ones from its head.
+func (l *ledger) keepOpen(recs []*record, now time.Time) {
+	for _, r := range recs {
+		r.openSince = now
+		l.open = append(l.open, r)
+		l.openBy[r.Hash] = append(l.openBy[r.Hash], r)
+	}
+	k := 0
+	for k < len(l.open) && (now.Sub(l.open[k].openSince) > openFor || len(l.open)-k > maxOpen) {
+		r := l.open[k]
+		if list := l.openBy[r.Hash]; len(list) > 0 && list[0] == r {
+			if len(list) == 1 {
+				delete(l.openBy, r.Hash)
+			} else {
+				l.openBy[r.Hash] = list[1:]
+			}
+		}
+		l.open[k] = nil
+		k++
+	}
+	l.open = l.open[k:]
 }
 
 func (v *view) record(id uint16) *record {
@@ -111,6 +165,9 @@ func (v *view) apply() {
 	for conn, seq := range v.acked {
 		v.l.acked[conn] = max(v.l.acked[conn], seq)
 	}
+	for r := range v.matched {
+		r.matched = true
+	}
 }
 
 // getter reads a stored message, to compare contents exactly.
@@ -133,6 +190,9 @@ func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, er
 	}
 	r := v.record(a.msg.PacketID)
 	verdict, err := v.verdict(ctx, get, a, r)
+	if err == nil && verdict == fresh && a.dup {
+		verdict, err = v.matchOpen(ctx, get, a)
+	}
 	if err != nil {
 		return judgement{}, err
 	}
@@ -199,6 +259,35 @@ func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (
 	// took the free id and whose first delivery was lost. Section 4.3.2
 	// gives no way to tell.
 	return v.sameContent(ctx, get, a, r, ambiguous)
+}
+
+// matchOpen looks, for a redelivery that its packet id does not explain,
+// for a recent delivery of an earlier connection with the same content: a
+// broker that numbers packet ids afresh after a restart of its own (NATS
+// does, against section 4.4) sends it again under another id on the next
+// connection. A broker that keeps the rules sends a DUP PUBLISH only for a
+// message whose acknowledgement it did not get, under its first packet id,
+// which the ledger has judged already; so this costs such a broker nothing
+// but when a message it sent before a connection ended never arrived and
+// an identical one had been stored. Nothing
+// but the content ties them, and identical messages are distinct messages,
+// so a match is stored flagged, never dropped; each delivery is taken at
+// most once.
+func (v *view) matchOpen(ctx context.Context, get getter, a *arrival) (verdict, error) {
+	now := time.Now()
+	for _, r := range v.l.openBy[a.hash] {
+		// The packet id's own record has been judged already.
+		if r.PacketID == a.msg.PacketID || r.Conn >= a.wire.num || r.QoS != a.msg.QoS || v.matched[r] || v.l.settled(r, now) {
+			continue
+		}
+		verdict, err := v.sameContent(ctx, get, a, r, ambiguous)
+		if err != nil || verdict == fresh {
+			return verdict, err
+		}
+		v.matched[r] = true
+		return ambiguous, nil
+	}
+	return fresh, nil
 }
 
 // sameContent returns v when a has the content of r's message, else fresh:

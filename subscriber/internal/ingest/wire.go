@@ -11,8 +11,10 @@ import (
 // MQTT control packet types (the high nibble of the first byte).
 const (
 	typeConnack  = 2
+	typePublish  = 3
 	typePuback   = 4
 	typePubrec   = 5
+	typePubrel   = 6
 	typePubcomp  = 7
 	typePingreq  = 12
 	typePingresp = 13
@@ -47,12 +49,14 @@ type wire struct {
 	present atomic.Bool  // CONNACK said session present
 	broken  atomic.Bool  // closed, or a read or write failed
 
-	in framer // inbound, on Paho's reader goroutine only
+	in    framer // inbound, on Paho's reader goroutine only
+	pubs  int64  // PUBLISH packets read, on Paho's reader goroutine only
 
 	mu      sync.Mutex
 	out     framer
-	held    map[uint16]int // PUBCOMPs held back, by packet id
-	asked   []uint16       // releases not yet taken by the writer
+	held    map[uint16]int   // PUBCOMPs held back, by packet id
+	relSeq  map[uint16]int64 // the PUBLISHes read before each PUBREL
+	asked   []release        // releases not yet taken by the writer
 	acks    int64          // PUBACK and PUBREC packets written
 	pings   []int64        // acks written before each PINGREQ still unanswered
 	want    int64          // acks the writer wants confirmed
@@ -65,8 +69,17 @@ type wire struct {
 func newWire(nc net.Conn, num int64, onConnack func(*wire, byte, bool) error, wake func()) *wire {
 	return &wire{
 		Conn: nc, num: num, r: bufio.NewReaderSize(nc, 16<<10),
-		onConnack: onConnack, wake: wake, held: map[uint16]int{},
+		onConnack: onConnack, wake: wake, held: map[uint16]int{}, relSeq: map[uint16]int64{},
 	}
+}
+
+// release is a PUBREL whose PUBCOMP waits: after is the number of PUBLISH
+// packets read before it. A PUBLISH read before the PUBREL (a redelivery
+// sent before the broker had the PUBREC) is still the held message; only
+// once the writer has judged those may it commit the release.
+type release struct {
+	id    uint16
+	after int64
 }
 
 // Read reads through a buffer (Paho reads a packet in several small reads)
@@ -93,6 +106,12 @@ func (w *wire) Read(p []byte) (int, error) {
 			}
 		case typePingresp:
 			w.answered()
+		case typePublish:
+			w.pubs++
+		case typePubrel:
+			w.mu.Lock()
+			w.relSeq[uint16(w.in.head[0])<<8|uint16(w.in.head[1])] = w.pubs
+			w.mu.Unlock()
 		}
 	}
 	if err != nil {
@@ -151,7 +170,8 @@ func (w *wire) Write(p []byte) (int, error) {
 		case typePubcomp:
 			id := uint16(w.out.head[0])<<8 | uint16(w.out.head[1])
 			w.held[id]++
-			w.asked = append(w.asked, id)
+			w.asked = append(w.asked, release{id: id, after: w.relSeq[id]})
+			delete(w.relSeq, id)
 			asked = true
 		case typePuback, typePubrec:
 			w.acks++
@@ -228,12 +248,22 @@ func (w *wire) confirmed() int64 {
 	return w.confSeq
 }
 
-// releases returns the packet ids whose PUBREL arrived since the last call.
-func (w *wire) releases() []uint16 {
+// releases returns the packet ids whose PUBREL arrived since the last call
+// and came after no PUBLISH beyond judged, the last arrival the writer has
+// judged; the others wait for a later call.
+func (w *wire) releases(judged int64) []uint16 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ids := w.asked
-	w.asked = nil
+	var ids []uint16
+	rest := w.asked[:0]
+	for _, r := range w.asked {
+		if r.after <= judged {
+			ids = append(ids, r.id)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	w.asked = rest
 	return ids
 }
 

@@ -102,7 +102,7 @@ func TestWireWritesWholePackets(t *testing.T) {
 	if !waitFor(func() bool { return bytes.Equal(p.bytes(), want) }) {
 		t.Fatalf("peer got % x, want % x", p.bytes(), want)
 	}
-	if ids := w.releases(); fmt.Sprint(ids) != "[5]" {
+	if ids := w.releases(0); fmt.Sprint(ids) != "[5]" {
 		t.Fatalf("releases %v, want [5]", ids)
 	}
 	w.release([]uint16{5})

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -57,7 +58,7 @@ func (i *Ingester) write(ctx context.Context) *batch {
 		case <-i.wakeup:
 		case <-flush:
 		}
-		b.releases = i.takeReleases()
+		b.releases = i.takeReleases(b.arrivals)
 		i.takeConfirmations()
 		due := len(i.unsaved) > 0 && time.Since(i.unsavedSince) >= idleFlush
 		if len(b.arrivals) == 0 && len(b.releases) == 0 && !due {
@@ -84,13 +85,17 @@ func (i *Ingester) collect(arrivals []*arrival) []*arrival {
 	return arrivals
 }
 
-// takeReleases collects the PUBRELs that arrived on every connection.
-func (i *Ingester) takeReleases() map[*wire][]uint16 {
+// takeReleases collects the PUBRELs that arrived on every connection and
+// that no arrival not yet judged came before (arrivals are the batch's).
+func (i *Ingester) takeReleases(arrivals []*arrival) map[*wire][]uint16 {
+	for _, a := range arrivals {
+		i.judged[a.wire] = max(i.judged[a.wire], a.seq)
+	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	var out map[*wire][]uint16
 	for _, w := range i.wires {
-		if ids := w.releases(); len(ids) > 0 {
+		if ids := w.releases(i.judged[w]); len(ids) > 0 {
 			if out == nil {
 				out = map[*wire][]uint16{}
 			}
@@ -115,6 +120,7 @@ func (i *Ingester) takeConfirmations() {
 		}
 		if cur := i.current.Load(); w.closed() && (cur == nil || num != cur.num) {
 			delete(i.wires, num)
+			delete(i.judged, w)
 		}
 	}
 }
@@ -317,6 +323,13 @@ func (i *Ingester) done(b *batch) {
 	}
 	if b.view != nil {
 		b.view.apply()
+		var stored []*record
+		for k, j := range b.judged {
+			if j.rec != nil && j.v != redundant && b.arrivals[k].wire != nil {
+				stored = append(stored, j.rec)
+			}
+		}
+		i.ledger.keepOpen(stored, time.Now())
 	}
 	for _, id := range b.released() {
 		if r := i.ledger.ids[id]; r != nil && r.QoS == 2 {
@@ -329,6 +342,7 @@ func (i *Ingester) done(b *batch) {
 
 	var dropped, dups int
 	acked := map[*wire]bool{}
+	debug := i.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, a := range b.arrivals {
 		j := b.judged[k]
 		switch j.v {
@@ -336,6 +350,10 @@ func (i *Ingester) done(b *batch) {
 			dropped++
 		case ambiguous:
 			dups++
+		}
+		if debug && (a.dup || j.v != fresh) {
+			i.log.Debug("redelivery judged", "packet_id", a.msg.PacketID, "qos", a.msg.QoS, "dup", a.dup,
+				"connection", a.wire.num, "seq", a.seq, "verdict", j.v.String(), "id", a.msg.ID)
 		}
 		if a.msg.QoS == 0 {
 			continue
@@ -379,7 +397,8 @@ func (i *Ingester) shutdown(pending *batch) error {
 	var errs []error
 	for b := pending; ; b = nil {
 		if b == nil {
-			b = &batch{arrivals: i.collect(nil), releases: i.takeReleases()}
+			b = &batch{arrivals: i.collect(nil)}
+			b.releases = i.takeReleases(b.arrivals)
 			if len(b.arrivals) == 0 && len(b.releases) == 0 {
 				break
 			}
