@@ -237,3 +237,161 @@ func TestStreamFilter(t *testing.T) {
 		}
 	}
 }
+
+// publishAll publishes n messages on prefix/<i%10> through the publisher
+// from four workers at once, and says how many were not acknowledged.
+func publishAll(pub *harness.Service, prefix string, n int) error {
+	var l load
+	l.run(context.Background(), pub.URL(), prefix, n, 4)
+	if len(l.acked) != n {
+		return fmt.Errorf("%s: %d of %d publishes acknowledged (%d refused)", prefix, len(l.acked), n, l.refused)
+	}
+	return nil
+}
+
+// storedIDs waits until filter has n stored rows and returns their ids,
+// oldest first.
+func storedIDs(tb testing.TB, sub *harness.Service, filter string, n int) []int64 {
+	tb.Helper()
+	rows := waitStored(tb, sub, filter, n, 60*time.Second)
+	if len(rows) != n {
+		tb.Fatalf("%s: %d rows stored, want %d", filter, len(rows), n)
+	}
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[len(rows)-1-i] = r.ID // GET /messages is newest first
+	}
+	return ids
+}
+
+// Two subscribers in one share group on one PostgreSQL each receive half of
+// the messages, and yet the stream of either carries every stored row,
+// whichever member stored it, once and in id order: through a cut of the
+// streaming member's database connections, and from the middle with
+// Last-Event-ID on the other member while messages keep coming.
+func TestStreamShareGroup(t *testing.T) {
+	db := harness.Postgres(t)
+	proxy := harness.StartProxy(t, "127.0.0.1:5432")
+	b := harness.StartBroker(t)
+	env := map[string]string{"DATABASE_URL": db, "MQTT_SHARE_GROUP": "stream", "MQTT_TOPICS": "shs/#"}
+	one := startSubscriber(t, b, withEnv(env, "MQTT_CLIENT_ID", clientID(t, "sub-1"),
+		"DATABASE_URL", strings.Replace(db, "127.0.0.1:5432", proxy.Addr(), 1)))
+	two := startSubscriber(t, b, withEnv(env, "MQTT_CLIENT_ID", clientID(t, "sub-2")))
+	pub := startPublisher(t, b, nil)
+	for _, s := range []*harness.Service{one, two, pub} {
+		s.WaitReady(t, 10*time.Second)
+	}
+	const filter = "topic=shs%2F%23"
+	live := openStream(t, one, filter)
+	if live.resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", live.resp.StatusCode)
+	}
+
+	if err := publishAll(pub, "shs/a", 100); err != nil {
+		t.Fatal(err)
+	}
+	// Member one loses PostgreSQL while two goes on storing its share: one's
+	// stream must catch up with those rows once its follower is back.
+	proxy.Cut()
+	one.WaitLog(t, 10*time.Second, func(l map[string]any) bool {
+		return l["msg"] == "stream follower lost postgresql; live streams wait until it is back"
+	})
+	if err := publishAll(pub, "shs/b", 100); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	proxy.Restore()
+	one.WaitLog(t, 20*time.Second, func(l map[string]any) bool { return l["msg"] == "stream follower reconnected to postgresql" })
+	one.WaitReady(t, 30*time.Second)
+
+	want := storedIDs(t, one, "shs/#", 200)
+	got := live.ids(t, len(want))
+	sameIDs(t, "live stream of member one", got, want)
+	for _, s := range []*harness.Service{one, two} {
+		arrived := 0
+		for _, line := range s.Logs() {
+			if line["msg"] == "message arrived" {
+				arrived++
+			}
+		}
+		t.Logf("member %s received %d of the %d messages", s.URL(), arrived, len(want))
+		if arrived == 0 || arrived == len(want) {
+			t.Errorf("member %s received %d of %d messages: the share group did not share, the test proves nothing", s.URL(), arrived, len(want))
+		}
+	}
+
+	// Resume from the middle on member two while more messages come in.
+	mid := want[len(want)/2-1]
+	published := make(chan error, 1)
+	go func() { published <- publishAll(pub, "shs/c", 100) }()
+	resumed := openStream(t, two, filter, "Last-Event-ID", strconv.FormatInt(mid, 10))
+	if resumed.resp.StatusCode != http.StatusOK {
+		t.Fatalf("resumed stream: status %d, want 200", resumed.resp.StatusCode)
+	}
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
+	all := storedIDs(t, one, "shs/#", 300)
+	got = resumed.ids(t, len(all)-len(want)/2)
+	sameIDs(t, fmt.Sprintf("stream of member two resumed after %d", mid), got, all[len(want)/2:])
+	got = live.ids(t, len(all)-len(want))
+	sameIDs(t, "live stream of member one", got, all[len(want):])
+
+	// Nothing more is on its way: the next event on either is a new one.
+	publish(t, pub, `{"topic":"shs/marker","message":"end"}`)
+	for name, s := range map[string]*eventStream{"one": live, "two": resumed} {
+		if m := s.next(t, 10*time.Second); m.Topic != "shs/marker" {
+			t.Errorf("stream of member %s: got %s (id %d) after every row, want the marker: a repeat", name, m.Topic, m.ID)
+		}
+	}
+}
+
+// ids returns the ids of the next n message events, or of those that came
+// before the stream fell silent for 10s.
+func (s *eventStream) ids(tb testing.TB, n int) []int64 {
+	tb.Helper()
+	var ids []int64
+	for len(ids) < n {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				tb.Errorf("stream ended after %d of %d events", len(ids), n)
+				return ids
+			}
+			id, err := strconv.ParseInt(ev.ID, 10, 64)
+			if ev.Event != "message" || err != nil {
+				tb.Fatalf("event %q id %q (%s), want a message", ev.Event, ev.ID, ev.Data)
+			}
+			ids = append(ids, id)
+		case <-time.After(10 * time.Second):
+			tb.Errorf("no event within 10s after %d of %d", len(ids), n)
+			return ids
+		}
+	}
+	return ids
+}
+
+// sameIDs fails unless got is want: every id once, in increasing order.
+func sameIDs(tb testing.TB, who string, got, want []int64) {
+	tb.Helper()
+	if reflect.DeepEqual(got, want) {
+		return
+	}
+	seen := map[int64]int{}
+	for _, id := range got {
+		seen[id]++
+	}
+	var missing, twice []int64
+	for _, id := range want {
+		if seen[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			twice = append(twice, id)
+		}
+	}
+	tb.Errorf("%s: %d ids, want %d in increasing order; missing %v, repeated %v\ngot  %v\nwant %v",
+		who, len(got), len(want), missing, twice, got, want)
+}

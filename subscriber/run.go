@@ -66,11 +66,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_stream_dropped_total", Help: "Stream clients ended for falling too far behind."},
 			func() float64 { return float64(hub.Dropped()) }),
 	)
+	// One goroutine feeds the hub, in id order, with rows readers of the
+	// store can already see. SQLite has one writer: this process's, which
+	// hands over each commit. A PostgreSQL store may have several (a share
+	// group), so a follower of the table feeds the hub with every member's
+	// rows, this one's included, and the writer hands over nothing.
+	committed, follow := hub.Publish, func(context.Context) {}
+	if pg, ok := st.(*postgres.Store); ok {
+		// Read before HTTP serves: a stream that subscribes and then
+		// replays from the store must find every later row on the hub.
+		after, err := pg.LastID(ctx)
+		if err != nil {
+			return err
+		}
+		committed = nil
+		follow = func(ctx context.Context) { pg.Follow(ctx, log, after, hub.Publish) }
+	}
 	ing := ingest.New(log, ingest.Config{
 		Brokers: cfg.Brokers, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
 		TLS: cfg.TLS, QoS: byte(cfg.QoS), Filters: cfg.Topics, ShareGroup: cfg.ShareGroup,
 		StatusTopic: cfg.StatusTopic, LogPayloadBytes: cfg.LogPayloadBytes,
-		Committed: hub.Publish,
+		Committed: committed,
 	}, st, m)
 
 	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
@@ -114,6 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			errc <- err
 		}
 	})
+	wg.Go(func() { follow(ingestCtx) })
 	if cfg.Retention > 0 {
 		wg.Go(func() { retention.Run(ingestCtx, log, st, cfg.Retention, m) })
 	}

@@ -33,6 +33,15 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.MaxConns = 8
+	// Inserts into messages take turns (orderTrigger): a member that stops
+	// answering inside its insert transaction (frozen, or cut off without
+	// its connection closing) would hold up every member's commits until
+	// the server's TCP keepalive noticed, hours by default. A transaction
+	// of this program is never idle for more than a round trip, so the
+	// server may end one that is idle for 10s. A value in the URL wins.
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "10s"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgresql: %w", err)

@@ -149,3 +149,26 @@ func TestDatabaseDroppedAndCreatedAgain(t *testing.T) {
 		t.Errorf("rows %+v, err %v, want only after", got, err)
 	}
 }
+
+// A member stalled inside its insert transaction holds up every member
+// (orderTrigger), so the server ends such a transaction after a while;
+// the database URL may say how long.
+func TestIdleTransactionTimeout(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	for _, tt := range []struct{ url, want string }{
+		{url, "10s"},
+		{url + "&idle_in_transaction_session_timeout=1min", "1min"},
+	} {
+		s, err := Open(ctx, tt.url)
+		if err != nil {
+			t.Fatalf("open %s: %v", tt.url, err)
+		}
+		var got string
+		err = s.pool.QueryRow(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&got)
+		s.Close()
+		if err != nil || got != tt.want {
+			t.Errorf("%s: idle_in_transaction_session_timeout %q, %v; want %q", tt.url, got, err, tt.want)
+		}
+	}
+}

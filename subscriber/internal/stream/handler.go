@@ -69,7 +69,10 @@ const maxBurst = 64
 // reconnecting browser sends both) it first replays the stored messages
 // after that id, oldest first, then follows hub. It subscribes before it
 // reads the store and skips live messages the replay already sent, so
-// there is neither a gap nor a repeat between the two.
+// there is neither a gap nor a repeat between the two: what the hub gave
+// out before the subscription was visible to the replay's reads, and what
+// it gives out after arrives live (see Hub.Publish for what the feeder of
+// the hub must ensure).
 func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options) http.Handler {
 	opt = opt.withDefaults()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

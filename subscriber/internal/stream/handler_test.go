@@ -90,6 +90,14 @@ func newEnv(t *testing.T, buffer int, opt Options, wrap func(*env, Lister) Liste
 // does after a commit; it returns their ids.
 func (e *env) commit(t *testing.T, topics ...string) []int64 {
 	t.Helper()
+	ms := e.insert(t, topics...)
+	e.hub.Publish(ms)
+	return idsOf(ms)
+}
+
+// insert stores messages on topics without handing them to the hub.
+func (e *env) insert(t *testing.T, topics ...string) []store.Message {
+	t.Helper()
 	ms := make([]store.Message, len(topics))
 	for i, tp := range topics {
 		ms[i] = store.Message{Topic: tp, Payload: []byte("p-" + tp), QoS: 1, ReceivedAt: time.Now().UTC(), ClientID: "c"}
@@ -98,7 +106,10 @@ func (e *env) commit(t *testing.T, topics ...string) []int64 {
 		t.Errorf("insert: %v", err)
 		return nil
 	}
-	e.hub.Publish(ms)
+	return ms
+}
+
+func idsOf(ms []store.Message) []int64 {
 	ids := make([]int64, len(ms))
 	for i, m := range ms {
 		ids[i] = m.ID
@@ -498,6 +509,26 @@ func TestStreamReplayHandoff(t *testing.T) {
 		t.Errorf("got %v, want %v (each once, in order)", got, want)
 	}
 	c.expectNext(t, e, "h/10")
+}
+
+// The hub may be fed a while after the commit, as the follower of a shared
+// PostgreSQL store feeds it: rows the replay read from the store that the
+// hub hands over only later are sent once, in order, and so are the rows
+// only the hub carries.
+func TestStreamReplayLaggingFeed(t *testing.T) {
+	e := newEnv(t, 64, Options{PageSize: 2}, nil)
+	first := e.commit(t, "g/1", "g/2")
+	lagging := e.insert(t, "g/3", "g/4", "g/5") // stored, not yet on the hub
+	c := open(t, fmt.Sprintf("%s/messages/stream?topic=g/%%2B&after=%d", e.url, first[0]))
+	waitClients(t, e.hub, 1)
+	e.hub.Publish(lagging) // the feed catches up
+	later := e.commit(t, "g/6")
+	want := slices.Concat(first[1:], idsOf(lagging), later)
+	got, _ := c.messages(t, len(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v (each once, in order)", got, want)
+	}
+	c.expectNext(t, e, "g/7")
 }
 
 // A client that falls too far behind gets a reconnect event and the end of

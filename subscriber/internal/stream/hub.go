@@ -1,6 +1,7 @@
-// Package stream delivers stored messages live: a Hub that ingest feeds
-// after each commit, and the Server-Sent Events handler of
-// GET /messages/stream that replays from the store and then follows the hub.
+// Package stream delivers stored messages live: a Hub fed after each
+// commit (by ingest's writer, or by the follower of a shared store), and
+// the Server-Sent Events handler of GET /messages/stream that replays from
+// the store and then follows the hub.
 package stream
 
 import (
@@ -45,9 +46,13 @@ func NewHub(buffer int) *Hub {
 }
 
 // Publish hands msgs, just committed and carrying their ids, to every
-// subscription whose filter matches. Call it in commit order (from the one
-// goroutine that commits): a stream sends what the hub gives it in the
-// order given, and a client resumes after the last id it saw.
+// subscription whose filter matches. Call it from one goroutine, in id
+// order, each message once, and only with messages that readers of the
+// store can already see, below which no id can still appear: a stream
+// sends what the hub gives it in the order given, skips what its replay
+// from the store already sent, and a client resumes after the last id it
+// saw. The SQLite writer (one per store) or the PostgreSQL follower (of
+// every member's commits) is that goroutine.
 func (h *Hub) Publish(msgs []store.Message) {
 	if len(msgs) == 0 {
 		return

@@ -1,0 +1,159 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+)
+
+// channel is where every commit into messages is announced (orderTrigger).
+const channel = "messages"
+
+const (
+	// followPage is how many rows one read of the follower takes.
+	followPage = 500
+	// followIdle is the longest the follower waits for a notification
+	// before it reads anyway: a half-open connection answers nothing, and
+	// only a query with a deadline finds out.
+	followIdle = 15 * time.Second
+	// followQueryTimeout bounds each read of the follower.
+	followQueryTimeout = 10 * time.Second
+)
+
+// querier is a pool or a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// ListAfter returns at most limit messages with ids above after, oldest
+// first. Ids follow commit order (orderTrigger): rows committed later never
+// appear below the newest id a reader has seen, so reading on from the last
+// id returned misses nothing.
+func (s *Store) ListAfter(ctx context.Context, after int64, limit int) ([]store.Message, error) {
+	return listAfter(ctx, s.pool, after, limit)
+}
+
+func listAfter(ctx context.Context, q querier, after int64, limit int) ([]store.Message, error) {
+	rows, err := q.Query(ctx, "SELECT "+columns+" FROM messages WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list messages after %d: %w", after, err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) { return scan(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list messages after %d: %w", after, err)
+	}
+	return msgs, nil
+}
+
+// LastID is the newest stored id, 0 when there is none: the position from
+// which to Follow what is stored from now on.
+func (s *Store) LastID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&id); err != nil {
+		return 0, fmt.Errorf("read the newest message id: %w", err)
+	}
+	return id, nil
+}
+
+// Follow hands deliver every message stored after id after, by whichever
+// subscriber stored it, in id order and each once, until ctx ends. It is how
+// the members of a share group each stream every arrival.
+//
+// It holds a connection of its own, LISTENs on the commit notifications and
+// reads the new rows after each; a notification only says "read again", so
+// those that arrive while it reads cost an empty read at most. When the
+// connection drops it connects again, with backoff, and carries on from the
+// last id it delivered. deliver is called from one goroutine; it must not
+// block for long, as the follower reads nothing meanwhile.
+func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliver func([]store.Message)) {
+	cfg := s.pool.Config().ConnConfig.Copy()
+	name := cfg.RuntimeParams["application_name"]
+	if name == "" {
+		name = "subscriber"
+	}
+	// Named, so that pg_stat_activity tells it from the pool's connections.
+	cfg.RuntimeParams["application_name"] = name + " follower"
+
+	backoff := 100 * time.Millisecond
+	failing := false
+	for ctx.Err() == nil {
+		err := follow(ctx, cfg, &after, deliver, func() {
+			backoff = 100 * time.Millisecond
+			if failing {
+				failing = false
+				log.Info("stream follower reconnected to postgresql", "after_id", after)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		failing = true
+		log.Warn("stream follower lost postgresql; live streams wait until it is back",
+			"after_id", after, "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// follow runs one connection: LISTEN, then read after every notification
+// (and every followIdle) until an error or ctx ends. LISTEN comes before the
+// first read, so a commit is either seen by that read or notified after it.
+// up is called once the connection has listened and read.
+func follow(ctx context.Context, cfg *pgx.ConnConfig, after *int64, deliver func([]store.Message), up func()) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx) // a connection that failed has nothing left to say
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	for first := true; ; first = false {
+		if err := readAll(ctx, conn, after, deliver); err != nil {
+			return err
+		}
+		if first {
+			up()
+		}
+		wait, cancel := context.WithTimeout(ctx, followIdle)
+		_, err := conn.WaitForNotification(wait)
+		cancel()
+		if err != nil && (ctx.Err() != nil || !pgconn.Timeout(err)) {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+	}
+}
+
+// readAll delivers the rows after *after, a page at a time, until a page
+// comes back short.
+func readAll(ctx context.Context, conn *pgx.Conn, after *int64, deliver func([]store.Message)) error {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, followQueryTimeout)
+		msgs, err := listAfter(rctx, conn, *after, followPage)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			deliver(msgs)
+			*after = msgs[len(msgs)-1].ID
+		}
+		if len(msgs) < followPage {
+			return nil
+		}
+	}
+}
