@@ -157,7 +157,7 @@ func (l *load) run(ctx context.Context, pubURL, prefix string, n, workers int) {
 // tally is what a fault test counts for one QoS.
 type tally struct {
 	acked, maybe, rows, missing, twice, flagged, newFlagged, unflaggedTwice int
-	excused                                                              int // missing, within the broker's snapshot window
+	excused                                                                 int // missing, within the broker's snapshot window
 }
 
 func (c tally) String() string {

@@ -49,21 +49,21 @@ type wire struct {
 	present atomic.Bool  // CONNACK said session present
 	broken  atomic.Bool  // closed, or a read or write failed
 
-	in    framer // inbound, on Paho's reader goroutine only
-	pubs  int64  // PUBLISH packets read, on Paho's reader goroutine only
+	in   framer // inbound, on Paho's reader goroutine only
+	pubs int64  // PUBLISH packets read, on Paho's reader goroutine only
 
 	mu      sync.Mutex
 	out     framer
 	held    map[uint16]int   // PUBCOMPs held back, by packet id
 	relSeq  map[uint16]int64 // the PUBLISHes read before each PUBREL
 	asked   []release        // releases not yet taken by the writer
-	acks    int64          // PUBACK and PUBREC packets written
-	pings   []int64        // acks written before each PINGREQ still unanswered
-	want    int64          // acks the writer wants confirmed
-	late    []byte         // packets to write at the next packet boundary
-	sent    []int64        // the seq of each acknowledgement the writer made, from offset on
-	offset  int64          // acknowledgements before sent[0]
-	confSeq int64          // the seq of the last confirmed acknowledgement
+	acks    int64            // PUBACK and PUBREC packets written
+	pings   []int64          // acks written before each PINGREQ still unanswered
+	want    int64            // acks the writer wants confirmed
+	late    []byte           // packets to write at the next packet boundary
+	sent    []int64          // the seq of each acknowledgement the writer made, from offset on
+	offset  int64            // acknowledgements before sent[0]
+	confSeq int64            // the seq of the last confirmed acknowledgement
 }
 
 func newWire(nc net.Conn, num int64, onConnack func(*wire, byte, bool) error, wake func()) *wire {
