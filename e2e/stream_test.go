@@ -238,13 +238,13 @@ func TestStreamFilter(t *testing.T) {
 	}
 }
 
-// publishAll publishes n messages on prefix/<i%10> through the publisher
+// publishLoad publishes n messages on prefix/<i%10> through the publisher
 // from four workers at once, and says how many were not acknowledged.
-func publishAll(pub *harness.Service, prefix string, n int) error {
+func publishLoad(pub *harness.Service, prefix string, n int) error {
 	var l load
 	l.run(context.Background(), pub.URL(), prefix, n, 4)
-	if len(l.acked) != n {
-		return fmt.Errorf("%s: %d of %d publishes acknowledged (%d refused)", prefix, len(l.acked), n, l.refused)
+	if len(l.ackedAt) != n {
+		return fmt.Errorf("%s: %d of %d publishes acknowledged (%d refused)", prefix, len(l.ackedAt), n, l.refused)
 	}
 	return nil
 }
@@ -287,7 +287,7 @@ func TestStreamShareGroup(t *testing.T) {
 		t.Fatalf("status %d, want 200", live.resp.StatusCode)
 	}
 
-	if err := publishAll(pub, "shs/a", 100); err != nil {
+	if err := publishLoad(pub, "shs/a", 100); err != nil {
 		t.Fatal(err)
 	}
 	// Member one loses PostgreSQL while two goes on storing its share: one's
@@ -296,7 +296,7 @@ func TestStreamShareGroup(t *testing.T) {
 	one.WaitLog(t, 10*time.Second, func(l map[string]any) bool {
 		return l["msg"] == "stream follower lost postgresql; live streams wait until it is back"
 	})
-	if err := publishAll(pub, "shs/b", 100); err != nil {
+	if err := publishLoad(pub, "shs/b", 100); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -323,7 +323,7 @@ func TestStreamShareGroup(t *testing.T) {
 	// Resume from the middle on member two while more messages come in.
 	mid := want[len(want)/2-1]
 	published := make(chan error, 1)
-	go func() { published <- publishAll(pub, "shs/c", 100) }()
+	go func() { published <- publishLoad(pub, "shs/c", 100) }()
 	resumed := openStream(t, two, filter, "Last-Event-ID", strconv.FormatInt(mid, 10))
 	if resumed.resp.StatusCode != http.StatusOK {
 		t.Fatalf("resumed stream: status %d, want 200", resumed.resp.StatusCode)
