@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -496,5 +497,67 @@ func (d dropping) Read(p []byte) (int, error) {
 		if err != nil || !d.drop.Load() {
 			return n, err
 		}
+	}
+}
+
+// The subscriber says why it cannot connect: a wrong password, a port that
+// does not speak MQTT. The reason is logged (at WARN, then rate-limited)
+// and /readyz answers 503 with it.
+func TestSubscriberSaysWhyItCannotConnect(t *testing.T) {
+	passwd := harness.Need(t, "mosquitto_passwd")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "passwd")
+	if out, err := exec.Command(passwd, "-c", "-b", file, "subscriber", "right").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	b := harness.StartBroker(t, harness.WithConfig("allow_anonymous false", "password_file "+file))
+	// A port that accepts and closes without a word of MQTT.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tests := []struct {
+		name, broker, password, reason string
+	}{
+		{"wrong password", b.URL(), "wrong", "not Authorized"},
+		{"not an MQTT port", "tcp://" + ln.Addr().String(), "right", "EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sub := startSubscriber(t, b, map[string]string{
+				"MQTT_BROKER": tt.broker, "MQTT_USERNAME": "subscriber", "MQTT_PASSWORD": tt.password,
+			})
+			l := sub.WaitLog(t, 15*time.Second, func(l map[string]any) bool {
+				return l["msg"] == "connection attempt failed" && l["level"] == "WARN"
+			})
+			if err := fmt.Sprint(l["err"]); !strings.Contains(err, tt.reason) {
+				t.Errorf("logged reason %q, want it to say %q", err, tt.reason)
+			}
+			r := harness.Get(t, sub.URL()+"/readyz")
+			if r.Status != 503 || !strings.Contains(string(r.Body), tt.reason) {
+				t.Errorf("/readyz: %d %s; want 503 saying %q", r.Status, r.Body, tt.reason)
+			}
+			// Later failures are not logged at WARN again for a while.
+			time.Sleep(3 * time.Second)
+			warns := 0
+			for _, l := range sub.Logs() {
+				if l["msg"] == "connection attempt failed" && l["level"] == "WARN" {
+					warns++
+				}
+			}
+			if warns != 1 {
+				t.Errorf("%d WARN lines about failed connection attempts in 3 s, want 1", warns)
+			}
+		})
 	}
 }
