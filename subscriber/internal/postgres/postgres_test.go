@@ -44,6 +44,7 @@ func TestOpenTwiceMigratesOnce(t *testing.T) {
 
 func BenchmarkInsertBatch100(b *testing.B) { storetest.BenchmarkInsert(b, openFresh, 100) }
 func BenchmarkInsertBatch500(b *testing.B) { storetest.BenchmarkInsert(b, openFresh, 500) }
+func BenchmarkCommitBatch100(b *testing.B) { storetest.BenchmarkCommit(b, openFresh, 100) }
 func BenchmarkListWildcard(b *testing.B)   { storetest.BenchmarkList(b, openFresh, 200000, "a/+/c") }
 func BenchmarkListAll(b *testing.B)        { storetest.BenchmarkList(b, openFresh, 200000, "#") }
 func BenchmarkListExact(b *testing.B)      { storetest.BenchmarkList(b, openFresh, 200000, "a/d07/c") }

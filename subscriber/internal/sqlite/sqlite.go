@@ -72,6 +72,7 @@ type handles struct {
 	r    *sql.DB // readers (WAL lets them run beside the writer)
 
 	inserts [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
+	upserts [len(chunkSizes)]*sql.Stmt // multi-row upserts of deliveries on w, by chunk size
 	topics  topicCache
 	stmts   stmtCache // of listTopics, on r
 }
@@ -166,13 +167,16 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 		if h.inserts[k], err = w.PrepareContext(ctx, insertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), h.close())
 		}
+		if h.upserts[k], err = w.PrepareContext(ctx, upsertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare upsert of %d deliveries: %w", n, err), h.close())
+		}
 	}
 	return h, nil
 }
 
 func (h *handles) close() error {
 	errs := []error{h.stmts.close()}
-	for _, st := range h.inserts {
+	for _, st := range append(h.inserts[:], h.upserts[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -337,6 +341,16 @@ func insertSQL(rows int) string {
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?),", rows), ",")
 }
 
+const upsertColumns = 8
+
+// upsertSQL records rows deliveries, one per packet id.
+func upsertSQL(rows int) string {
+	return `INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?),", rows), ",") +
+		` ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
+		seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`
+}
+
 // Insert stores msgs in one transaction.
 func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 	return s.Commit(ctx, &store.Commit{Messages: msgs})
@@ -377,7 +391,7 @@ func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err
 		return nil, err
 	}
 	if c.ClientID != "" {
-		if err := writeSession(ctx, tx, c, ids); err != nil {
+		if err := h.writeSession(ctx, tx, c, ids); err != nil {
 			return nil, err
 		}
 	}
@@ -423,26 +437,26 @@ func (h *handles) insert(ctx context.Context, tx *sql.Tx, msgs []store.Message) 
 }
 
 // writeSession records c's session state; ids are the ids of c.Messages.
-func writeSession(ctx context.Context, tx *sql.Tx, c *store.Commit, ids []int64) error {
-	if len(c.Deliveries) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
-			(client_id, packet_id, qos, conn, seq, message_id, hash, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
-			seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`)
-		if err != nil {
-			return fmt.Errorf("record deliveries: %w", err)
+func (h *handles) writeSession(ctx context.Context, tx *sql.Tx, c *store.Commit, ids []int64) error {
+	args := make([]any, 0, chunkSizes[0]*upsertColumns)
+	for done := 0; done < len(c.Deliveries); {
+		k := 0
+		for chunkSizes[k] > len(c.Deliveries)-done {
+			k++
 		}
-		defer st.Close()
-		for _, d := range c.Deliveries {
+		n := chunkSizes[k]
+		args = args[:0]
+		for _, d := range c.Deliveries[done : done+n] {
 			id := d.MessageID
 			if d.Message >= 0 {
 				id = ids[d.Message]
 			}
-			if _, err := st.ExecContext(ctx, c.ClientID, int64(d.PacketID), int64(d.QoS), d.Conn, d.Seq,
-				id, int64(d.Hash), d.Pending); err != nil {
-				return fmt.Errorf("record delivery %d: %w", d.PacketID, err)
-			}
+			args = append(args, c.ClientID, int64(d.PacketID), int64(d.QoS), d.Conn, d.Seq, id, int64(d.Hash), d.Pending)
 		}
+		if _, err := tx.StmtContext(ctx, h.upserts[k]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("record %d deliveries: %w", n, err)
+		}
+		done += n
 	}
 	for _, pid := range c.Released {
 		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET pending = 0 WHERE client_id = ? AND packet_id = ?`,

@@ -33,6 +33,35 @@ func BenchmarkInsert(b *testing.B, o Opener, size int) {
 	b.ReportMetric(float64(size), "msgs/op")
 }
 
+// BenchmarkCommit measures committing batches of size messages with the
+// session records the subscriber's writer commits with them: a delivery
+// per message and an acknowledgement mark.
+func BenchmarkCommit(b *testing.B, o Opener, size int) {
+	s := o(b)
+	defer s.Close()
+	ctx := context.Background()
+	payload := []byte(`{"temperature":21.5,"humidity":40}`)
+	c := &store.Commit{ClientID: "bench", Messages: make([]store.Message, size), Deliveries: make([]store.CommitDelivery, size)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		for j := range c.Messages {
+			seq := int64(i*size + j + 1)
+			c.Messages[j] = store.Message{
+				Topic: fmt.Sprintf("bench/room%d/temperature", j%50), Payload: payload, QoS: 1,
+				ReceivedAt: time.Now(), ClientID: "bench", PacketID: uint16(seq),
+			}
+			c.Deliveries[j] = store.CommitDelivery{Message: j, Delivery: store.Delivery{
+				PacketID: uint16(seq%65535 + 1), QoS: 1, Conn: 1, Seq: seq, Hash: uint64(seq)}}
+		}
+		c.Acked = map[int64]int64{1: int64(i * size)}
+		if err := s.Commit(ctx, c); err != nil {
+			b.Fatalf("commit: %v", err)
+		}
+	}
+	b.ReportMetric(float64(size), "msgs/op")
+}
+
 // BenchmarkList measures a page of 100 over rows stored messages whose
 // topics are 1000 names <site a..j>/d<00..24>/<metric c..f>, drawn at
 // random (as the bench harness's query): a/+/c matches 25 of them.
