@@ -186,8 +186,10 @@ func (l *load) count(rows []stored, lost func(time.Time) bool) [3]tally {
 			// what the rows prove at least.
 			c.missing = max(c.acked-c.rows, 0)
 			c.newFlagged = max(c.acked-plain[q], 0) - c.missing
-			c.unflaggedTwice = max(plain[q]-c.acked-c.maybe, 0)
-			c.twice = max(c.rows-c.acked-c.maybe, 0)
+			// A publish not confirmed may be stored twice: the
+			// publisher's client sends it again after the reconnect.
+			c.unflaggedTwice = max(plain[q]-c.acked-2*c.maybe, 0)
+			c.twice = max(c.rows-c.acked-2*c.maybe, 0)
 		}
 		return t
 	}
@@ -222,8 +224,14 @@ func (l *load) count(rows []stored, lost func(time.Time) bool) [3]tally {
 		}
 		c.rows += s.plain + s.flagged
 		c.flagged += s.flagged
-		c.twice += max(s.plain+s.flagged-1, 0)
-		c.unflaggedTwice += max(s.plain-1, 0)
+		// A publish not confirmed may be stored twice: the publisher's
+		// client sends it again after the reconnect.
+		copies := 1
+		if o == maybeSent {
+			copies = 2
+		}
+		c.twice += max(s.plain+s.flagged-copies, 0)
+		c.unflaggedTwice += max(s.plain-copies, 0)
 		if o == confirmed && s.plain+s.flagged == 0 {
 			if lost != nil && lost(l.ackedAt[p]) {
 				c.excused++
@@ -353,7 +361,10 @@ func TestFaultBrokerRestarted(t *testing.T) {
 		sub.WaitReady(t, 30*time.Second)
 		tallies := audit(t, sub, "restart", l, 60*time.Second, nil)
 		if !b.renumbers {
-			requireExact(t, "restart", tallies, true)
+			// Mosquitto 2.0 sends a QoS 2 PUBLISH again, although it
+			// had the PUBREC, when a client reconnects twice before it
+			// resent the PUBREL (docs/delivery.md): flagged, not exact.
+			requireExact(t, "restart", tallies, false)
 			return
 		}
 		// A restarted NATS sends again, under new packet ids and even

@@ -230,7 +230,9 @@ func TestVerdicts(t *testing.T) {
 		{name: "qos 2 pending, without DUP", r: rec(2, old, 3, false, false, true), qos: 2, payload: "x", present: true, want: redundant},
 		{name: "qos 2 pending, other content", r: rec(2, old, 3, false, false, true), qos: 2, dup: true, payload: "y", present: true, want: fresh},
 		{name: "qos 2 pending, uncertain session", r: rec(2, old, 3, false, false, true), uncertain: old + 1, qos: 2, dup: true, payload: "x", present: true, want: ambiguous},
-		{name: "qos 2 released", r: rec(2, old, 3, true, true, false), qos: 2, dup: true, payload: "x", present: true, want: fresh},
+		{name: "qos 2 released, resent", r: rec(2, old, 3, true, true, false), qos: 2, dup: true, payload: "x", present: true, want: ambiguous},
+		{name: "qos 2 released, other content", r: rec(2, old, 3, true, true, false), qos: 2, dup: true, payload: "y", present: true, want: fresh},
+		{name: "qos 2 released, first attempt", r: rec(2, old, 3, true, true, false), qos: 2, payload: "x", present: true, want: fresh},
 		{name: "qos changed", r: rec(1, old, 3, true, false, false), qos: 2, dup: true, payload: "x", present: true, want: fresh},
 		{name: "record of an ended session", r: rec(1, old, 3, true, false, false), epoch: old + 1, qos: 1, dup: true, payload: "x", present: true, want: fresh},
 		{name: "arrival opens a new session", r: rec(2, old, 3, false, false, true), qos: 2, dup: true, payload: "x", present: false, want: fresh},
@@ -387,8 +389,8 @@ func TestPubcompWaitsForTheRelease(t *testing.T) {
 	if len(ses.Deliveries) != 1 || ses.Deliveries[0].Pending {
 		t.Errorf("deliveries %+v, want 7 released", ses.Deliveries)
 	}
-	// Now a PUBLISH with 7 is a new message.
-	mustCommit(t, i, qos2(c.arrival(w, "t", "x", 7, true)))
+	// Now a first attempt with 7 is a new message.
+	mustCommit(t, i, qos2(c.arrival(w, "t", "x", 7, false)))
 	if got := stored(t, fs); len(got) != 2 || got[0].Duplicate {
 		t.Errorf("rows %+v, want two, the second not flagged", got)
 	}

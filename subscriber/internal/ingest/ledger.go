@@ -190,7 +190,9 @@ func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, er
 	}
 	r := v.record(a.msg.PacketID)
 	verdict, err := v.verdict(ctx, get, a, r)
-	if err == nil && verdict == fresh && a.dup {
+	if err == nil && verdict == fresh && a.dup && r != nil {
+		// A redelivery under an id whose last delivery was another
+		// message, or one the broker had finished with: see matchOpen.
 		verdict, err = v.matchOpen(ctx, get, a)
 	}
 	if err != nil {
@@ -228,9 +230,16 @@ func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (
 	case !a.dup:
 		// A first attempt (section 3.3.1.1): a new message.
 		return fresh, nil
-	case r.QoS != a.msg.QoS, r.QoS == 2:
-		// A resend keeps its QoS; a released QoS 2 id is free again.
+	case r.QoS != a.msg.QoS:
+		// A resend keeps its QoS.
 		return fresh, nil
+	case r.QoS == 2:
+		// A released QoS 2 id is free again (4.3.3), so this is a new
+		// message whose first delivery was lost, unless the broker sent
+		// the PUBLISH again although it had the PUBREC: Mosquitto 2.0
+		// does after two reconnects in a row (a message waiting to resend
+		// its PUBREL is reset to PUBLISH). The same content cannot tell.
+		return v.sameContent(ctx, get, a, r, ambiguous)
 	case r.Conn == a.wire.num:
 		// Resent on the connection that brought it (a broker that
 		// redelivers after a timeout): no new message can have taken
