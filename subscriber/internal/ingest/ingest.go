@@ -30,8 +30,8 @@ import (
 
 // Store is what ingest needs of a store.
 type Store interface {
+	Reader
 	Commit(ctx context.Context, c *store.Commit) error
-	Get(ctx context.Context, id int64) (store.Message, error)
 	LoadSession(ctx context.Context, clientID string) (store.Session, error)
 	BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error)
 }

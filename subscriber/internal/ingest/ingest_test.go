@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -189,12 +190,7 @@ func TestVerdicts(t *testing.T) {
 	stored := map[int64]store.Message{
 		10: {ID: 10, Topic: "t", Payload: []byte("x")},
 	}
-	get := func(_ context.Context, id int64) (store.Message, error) {
-		if m, ok := stored[id]; ok {
-			return m, nil
-		}
-		return store.Message{}, store.ErrNotFound
-	}
+	get := fakeReader(stored)
 	rec := func(qos byte, conn, seq int64, live, ackSent, pending bool) *record {
 		return &record{live: live, ackSent: ackSent, Delivery: store.Delivery{
 			PacketID: 7, QoS: qos, Conn: conn, Seq: seq, MessageID: 10, Hash: contentHash("t", []byte("x")), Pending: pending}}
@@ -251,7 +247,7 @@ func TestVerdicts(t *testing.T) {
 			w, _ := testWire(t, nil, cur, tt.present)
 			a := &arrival{msg: store.Message{Topic: "t", Payload: []byte(tt.payload), QoS: tt.qos, PacketID: 7},
 				dup: tt.dup, wire: w, seq: 1, hash: contentHash("t", []byte(tt.payload))}
-			j, err := l.view().judge(context.Background(), get, a)
+			j, err := l.view().judge(context.Background(), get, "sub", a)
 			if err != nil {
 				t.Fatalf("judge: %v", err)
 			}
@@ -260,6 +256,21 @@ func TestVerdicts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fakeReader reads messages from a map and has no records: the verdicts'
+// pure logic, with the ledger's records given in memory.
+type fakeReader map[int64]store.Message
+
+func (f fakeReader) Get(_ context.Context, id int64) (store.Message, error) {
+	if m, ok := f[id]; ok {
+		return m, nil
+	}
+	return store.Message{}, store.ErrNotFound
+}
+
+func (f fakeReader) Delivery(context.Context, string, uint16) (store.Delivery, error) {
+	return store.Delivery{}, store.ErrNotFound
 }
 
 // A first attempt with the id of a delivery acknowledged on the same
@@ -519,5 +530,40 @@ func TestResetStoreGetsTheLedgerBack(t *testing.T) {
 	}
 	if len(ids) != 2 || !ids[7] {
 		t.Errorf("deliveries after the reset %+v, want 7 (pending) and 8", ses.Deliveries)
+	}
+}
+
+// Finished records leave memory once keepRecords newer ones came; a
+// redelivery with such a packet id reads the record from the store and is
+// judged as it would have been.
+func TestFinishedRecordsLeaveMemory(t *testing.T) {
+	i, fs, _ := newTestIngester(t)
+	var c acks
+	w1, _ := testWire(t, i, 1, true)
+	n := keepRecords + 1000
+	arrivals := make([]*arrival, n)
+	for k := range arrivals {
+		arrivals[k] = c.arrival(w1, "t", fmt.Sprintf("m-%d", k), uint16(k+1), false)
+	}
+	mustCommit(t, i, arrivals...)
+	// The broker confirms every acknowledgement; then one more commit.
+	i.ledger.acked[1] = int64(n)
+	i.unsaved[1], i.unsavedSince = int64(n), time.Now()
+	mustCommit(t, i, c.arrival(w1, "t", "last", uint16(n+1), false))
+	if got := len(i.ledger.ids); got > keepRecords+1 {
+		t.Errorf("%d records in memory, want at most %d", got, keepRecords+1)
+	}
+	if _, ok := i.ledger.ids[1]; ok {
+		t.Fatalf("the record of packet id 1 is still in memory")
+	}
+	// On the next connection: a redelivery with id 3 and its own
+	// content, whose acknowledgement was confirmed, is a new message (the
+	// broker reused the freed id); one with id 2 and the content of id 1
+	// looks like a broker that numbers afresh (rule 5): flagged.
+	w2, _ := testWire(t, i, 2, true)
+	mustCommit(t, i, c.arrival(w2, "t", "m-2", 3, true), c.arrival(w2, "t", "m-0", 2, true))
+	rows := stored(t, fs)
+	if string(rows[1].Payload) != "m-2" || rows[1].Duplicate || string(rows[0].Payload) != "m-0" || !rows[0].Duplicate {
+		t.Errorf("newest rows %+v, %+v; want m-2 not flagged, then m-0 flagged", rows[1], rows[0])
 	}
 }

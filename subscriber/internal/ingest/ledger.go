@@ -56,16 +56,23 @@ type ledger struct {
 	// acknowledgement it had not yet saved. See matchOpen.
 	open   []*record
 	openBy map[uint64][]*record
+
+	recent []*record // the records of the last commits, oldest first (see remember)
 }
 
 // Bounds of the open list: a redelivery comes at the next connection or
 // after the broker's acknowledgement timeout (NATS: ack_wait, 30 s by
-// default), well within openFor.
+// default), well within openFor, and what a broker sends again after its
+// restart is what it had in flight (NATS: max_ack_pending, 1024 by
+// default), well within maxOpen.
 const (
 	openFor = 2 * time.Minute
-	maxOpen = 1 << 16
+	maxOpen = 8192
 )
 
+// newLedger starts from what the store keeps of the session. Only the
+// deliveries that may still come again unsettled are kept in memory (see
+// keepRecords); the others are read from the store when a redelivery asks.
 func newLedger(s store.Session) *ledger {
 	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: map[uint16]*record{}, acked: map[int64]int64{},
 		openBy: map[uint64][]*record{}}
@@ -73,11 +80,46 @@ func newLedger(s store.Session) *ledger {
 		l.acked[conn] = seq
 	}
 	for _, d := range s.Deliveries {
-		if d.Conn >= l.epoch {
-			l.ids[d.PacketID] = &record{Delivery: d}
+		if r := (&record{Delivery: d}); d.Conn >= l.epoch && !l.finished(r) {
+			l.ids[d.PacketID] = r
 		}
 	}
 	return l
+}
+
+// finished reports whether the broker is done with r's delivery: QoS 2
+// released, or QoS 1 with its acknowledgement processed. Only such records
+// leave memory.
+func (l *ledger) finished(r *record) bool {
+	if r.QoS == 2 {
+		return !r.Pending
+	}
+	return l.acked[r.Conn] >= r.Seq
+}
+
+// keepRecords is how many recent records stay in memory whatever they are;
+// older ones stay only while unfinished. A redelivery of a finished one
+// reads its record from the store.
+const keepRecords = 4096
+
+// remember keeps recs (the records of a commit, in order) and lets the
+// oldest finished ones go, in order: an unfinished one (a broker's
+// in-flight window, or what a connection left unconfirmed until its packet
+// id is used again) holds the ones after it.
+func (l *ledger) remember(recs []*record) {
+	l.recent = append(l.recent, recs...)
+	k := 0
+	for ; len(l.recent)-k > keepRecords; k++ {
+		r := l.recent[k]
+		if l.ids[r.PacketID] == r {
+			if !l.finished(r) {
+				break
+			}
+			delete(l.ids, r.PacketID)
+		}
+		l.recent[k] = nil
+	}
+	l.recent = l.recent[k:]
 }
 
 // contentHash identifies a message's content: its topic and payload.
@@ -142,15 +184,28 @@ func (l *ledger) keepOpen(recs []*record, now time.Time) {
 	l.open = l.open[k:]
 }
 
-func (v *view) record(id uint16) *record {
-	if r, ok := v.ids[id]; ok {
-		return r
+// record returns the record of packet id id in this broker session, or
+// nil. Only for a redelivery (dup) is a record not in memory read from the
+// store: the ones that left memory were finished, which matters only then.
+func (v *view) record(ctx context.Context, st Reader, clientID string, id uint16, dup bool) (*record, error) {
+	r, ok := v.ids[id]
+	if !ok {
+		r = v.l.ids[id]
 	}
-	r := v.l.ids[id]
+	if r == nil && dup {
+		d, err := st.Delivery(ctx, clientID, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("read the record of packet id %d: %w", id, err)
+		default:
+			r = &record{Delivery: d}
+		}
+	}
 	if r != nil && r.Conn < v.l.epoch {
-		return nil
+		return nil, nil
 	}
-	return r
+	return r, nil
 }
 
 func (v *view) ackedSeq(conn int64) int64 {
@@ -170,12 +225,16 @@ func (v *view) apply() {
 	}
 }
 
-// getter reads a stored message, to compare contents exactly.
-type getter func(ctx context.Context, id int64) (store.Message, error)
+// Reader reads what the ledger does not keep in memory: stored messages,
+// to compare contents exactly, and records of finished deliveries.
+type Reader interface {
+	Get(ctx context.Context, id int64) (store.Message, error)
+	Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error)
+}
 
 // judge decides about a, the next arrival of the batch, and records it in
 // the view.
-func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, error) {
+func (v *view) judge(ctx context.Context, st Reader, clientID string, a *arrival) (judgement, error) {
 	if a.msg.QoS == 0 {
 		return judgement{v: fresh}, nil
 	}
@@ -188,12 +247,15 @@ func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, er
 			clear(v.ids)
 		}
 	}
-	r := v.record(a.msg.PacketID)
-	verdict, err := v.verdict(ctx, get, a, r)
+	r, err := v.record(ctx, st, clientID, a.msg.PacketID, a.dup)
+	if err != nil {
+		return judgement{}, err
+	}
+	verdict, err := v.verdict(ctx, st, a, r)
 	if err == nil && verdict == fresh && a.dup && r != nil {
 		// A redelivery under an id whose last delivery was another
 		// message, or one the broker had finished with: see matchOpen.
-		verdict, err = v.matchOpen(ctx, get, a)
+		verdict, err = v.matchOpen(ctx, st, a)
 	}
 	if err != nil {
 		return judgement{}, err
@@ -218,7 +280,7 @@ func (v *view) judge(ctx context.Context, get getter, a *arrival) (judgement, er
 
 // verdict applies the rules of docs/delivery.md to arrival a, whose packet
 // id's record is r (nil: none in this broker session).
-func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (verdict, error) {
+func (v *view) verdict(ctx context.Context, st Reader, a *arrival, r *record) (verdict, error) {
 	if r == nil {
 		return fresh, nil
 	}
@@ -239,24 +301,24 @@ func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (
 		// the PUBLISH again although it had the PUBREC: Mosquitto 2.0
 		// does after two reconnects in a row (a message waiting to resend
 		// its PUBREL is reset to PUBLISH). The same content cannot tell.
-		return v.sameContent(ctx, get, a, r, ambiguous)
+		return v.sameContent(ctx, st, a, r, ambiguous)
 	case r.Conn == a.wire.num:
 		// Resent on the connection that brought it (a broker that
 		// redelivers after a timeout): no new message can have taken
 		// the id on this connection without arriving first.
-		return v.sameContent(ctx, get, a, r, redundant)
+		return v.sameContent(ctx, st, a, r, redundant)
 	}
 	if r.Conn < v.l.uncertain {
 		// The broker may have dropped that session without our knowing.
-		return v.sameContent(ctx, get, a, r, ambiguous)
+		return v.sameContent(ctx, st, a, r, ambiguous)
 	}
 	if pendingQoS2 {
-		return v.sameContent(ctx, get, a, r, redundant)
+		return v.sameContent(ctx, st, a, r, redundant)
 	}
 	if r.live && !r.ackSent {
 		// Its acknowledgement never left: the broker cannot have given
 		// the id to another message.
-		return v.sameContent(ctx, get, a, r, redundant)
+		return v.sameContent(ctx, st, a, r, redundant)
 	}
 	if v.ackedSeq(r.Conn) >= r.Seq {
 		// The broker processed its acknowledgement: the id was free, and
@@ -267,7 +329,7 @@ func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (
 	// the connection ended: a redelivery of it, or a new message that
 	// took the free id and whose first delivery was lost. Section 4.3.2
 	// gives no way to tell.
-	return v.sameContent(ctx, get, a, r, ambiguous)
+	return v.sameContent(ctx, st, a, r, ambiguous)
 }
 
 // matchOpen looks, for a redelivery that its packet id does not explain,
@@ -282,14 +344,14 @@ func (v *view) verdict(ctx context.Context, get getter, a *arrival, r *record) (
 // but the content ties them, and identical messages are distinct messages,
 // so a match is stored flagged, never dropped; each delivery is taken at
 // most once.
-func (v *view) matchOpen(ctx context.Context, get getter, a *arrival) (verdict, error) {
+func (v *view) matchOpen(ctx context.Context, st Reader, a *arrival) (verdict, error) {
 	now := time.Now()
 	for _, r := range v.l.openBy[a.hash] {
 		// The packet id's own record has been judged already.
 		if r.PacketID == a.msg.PacketID || r.Conn >= a.wire.num || r.QoS != a.msg.QoS || v.matched[r] || v.l.settled(r, now) {
 			continue
 		}
-		verdict, err := v.sameContent(ctx, get, a, r, ambiguous)
+		verdict, err := v.sameContent(ctx, st, a, r, ambiguous)
 		if err != nil || verdict == fresh {
 			return verdict, err
 		}
@@ -301,7 +363,7 @@ func (v *view) matchOpen(ctx context.Context, get getter, a *arrival) (verdict, 
 
 // sameContent returns v when a has the content of r's message, else fresh:
 // a redelivery carries the topic and payload it had.
-func (v *view) sameContent(ctx context.Context, get getter, a *arrival, r *record, verdict verdict) (verdict, error) {
+func (v *view) sameContent(ctx context.Context, st Reader, a *arrival, r *record, verdict verdict) (verdict, error) {
 	if r.Hash != 0 && r.Hash != a.hash {
 		return fresh, nil
 	}
@@ -314,7 +376,7 @@ func (v *view) sameContent(ctx context.Context, get getter, a *arrival, r *recor
 	if r.MessageID == 0 {
 		return fresh, nil
 	}
-	m, err := get(ctx, r.MessageID)
+	m, err := st.Get(ctx, r.MessageID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// Gone (retention, a store set up again): not stored any more.

@@ -234,7 +234,7 @@ func (i *Ingester) prepare(ctx context.Context, b *batch) error {
 	b.judged = make([]judgement, len(b.arrivals))
 	b.rows = make([]store.Message, 0, len(b.arrivals))
 	for k, a := range b.arrivals {
-		j, err := b.view.judge(ctx, i.st.Get, a)
+		j, err := b.view.judge(ctx, i.st, i.cfg.ClientID, a)
 		if err != nil {
 			return err
 		}
@@ -323,13 +323,17 @@ func (i *Ingester) done(b *batch) {
 	}
 	if b.view != nil {
 		b.view.apply()
-		var stored []*record
-		for k, j := range b.judged {
-			if j.rec != nil && j.v != redundant && b.arrivals[k].wire != nil {
-				stored = append(stored, j.rec)
+		var stored, recs []*record
+		for _, j := range b.judged {
+			if j.rec != nil {
+				recs = append(recs, j.rec)
+				if j.v != redundant {
+					stored = append(stored, j.rec)
+				}
 			}
 		}
 		i.ledger.keepOpen(stored, time.Now())
+		defer i.ledger.remember(recs) // once the acknowledgements below are marked
 	}
 	for _, id := range b.released() {
 		if r := i.ledger.ids[id]; r != nil && r.QoS == 2 {

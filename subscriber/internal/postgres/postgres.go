@@ -404,6 +404,23 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 	return ses, nil
 }
 
+// Delivery reads clientID's record of packetID.
+func (s *Store) Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error) {
+	d := store.Delivery{PacketID: packetID}
+	var qos int16
+	var hash int64
+	err := s.pool.QueryRow(ctx, `SELECT qos, conn, seq, message_id, hash, pending FROM deliveries
+		WHERE client_id = $1 AND packet_id = $2`, clientID, int32(packetID)).Scan(&qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Delivery{}, store.ErrNotFound
+	case err != nil:
+		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
+	}
+	d.QoS, d.Hash = byte(qos), uint64(hash)
+	return d, nil
+}
+
 // BatchIDs returns the ids of the rows stored with key, among those received
 // since since (through messages_received_at).
 func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error) {

@@ -825,6 +825,23 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 	return ses, nil
 }
 
+// Delivery reads clientID's record of packetID through the writer
+// connection, so that it sees every commit.
+func (s *Store) Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error) {
+	d := store.Delivery{PacketID: packetID}
+	var qos, hash int64
+	err := s.h.Load().w.QueryRowContext(ctx, `SELECT qos, conn, seq, message_id, hash, pending FROM deliveries
+		WHERE client_id = ? AND packet_id = ?`, clientID, int64(packetID)).Scan(&qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.Delivery{}, store.ErrNotFound
+	case err != nil:
+		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
+	}
+	d.QoS, d.Hash = byte(qos), uint64(hash)
+	return d, nil
+}
+
 // BatchIDs returns the ids of the rows stored with key, among those received
 // since since (through messages_received_at). It reads through the writer
 // connection so that it sees every committed batch.

@@ -159,6 +159,9 @@ type Store interface {
 	// LoadSession returns what the store keeps of clientID's session (the
 	// zero Session when nothing).
 	LoadSession(ctx context.Context, clientID string) (Session, error)
+	// Delivery returns clientID's delivery record of packetID, or
+	// ErrNotFound.
+	Delivery(ctx context.Context, clientID string, packetID uint16) (Delivery, error)
 	// BatchIDs returns the ids, ascending, of the rows stored with the
 	// non-zero batch key, or none. As a Commit is one transaction, it
 	// finds all of its rows or none of them. since is no later than the

@@ -534,6 +534,12 @@ func testSession(t *testing.T, o Opener) {
 			t.Errorf("delivery %d = %+v, want %+v", id, byID[id], w)
 		}
 	}
+	if d, err := s.Delivery(ctx, "a", 65535); err != nil || d != wantD[65535] {
+		t.Errorf("Delivery(a, 65535) = %+v, %v, want %+v", d, err, wantD[65535])
+	}
+	if _, err := s.Delivery(ctx, "a", 9); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Delivery(a, 9): %v, want ErrNotFound", err)
+	}
 	if ses, err := s.LoadSession(ctx, "b"); err != nil || ses.Attempted != 9 || len(ses.Deliveries) != 1 {
 		t.Errorf("session of b = %+v, %v, want attempted 9 and one delivery", ses, err)
 	}
