@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/message"
 )
@@ -62,7 +63,7 @@ func (f *fakeBroker) count() int {
 }
 
 func testConfig() config.Config {
-	return config.Config{QoS: 1, MaxMessageBytes: 64, MaxBatchBytes: 1 << 20}
+	return config.Config{Common: service.Common{QoS: 1}, MaxMessageBytes: 64, MaxBatchBytes: 1 << 20}
 }
 
 func startServer(t *testing.T, cfg config.Config, b *fakeBroker) *httptest.Server {
