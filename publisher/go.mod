@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/go-chi/chi/v5 v5.5.0
+	github.com/go-chi/cors v1.2.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/telemetry-stack/mqtt-stack/mqttconn v0.0.0
 )

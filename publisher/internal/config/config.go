@@ -101,7 +101,7 @@ func (c *Config) validateCORS() error {
 		if o != "*" {
 			u, err := url.Parse(o)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.Contains(u.Host, "*") {
 				return bad("CORS_ALLOWED_ORIGINS", "%q is not an origin like https://console.example:8081", o)
 			}
 			o = strings.ToLower(u.Scheme + "://" + u.Host)

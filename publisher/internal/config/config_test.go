@@ -147,6 +147,7 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "console.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://console.example/app"}, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://*.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"MQTT_CA_FILE": notPEM}, "MQTT_CA_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CA_FILE": notPEM}, "MQTT_CA_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CA_FILE": filepath.Join(dir, "missing.pem")}, "MQTT_CA_FILE"},
