@@ -423,13 +423,26 @@ func TestComposeHealthChecksAndStartOrder(t *testing.T) {
 			t.Errorf("service %s: restart %q, want unless-stopped", name, s.Restart)
 		}
 		if m := s.module(); m != "" {
-			if got, want := s.Healthcheck.Test, []string{"CMD", "/usr/local/bin/" + m, "healthcheck"}; !slices.Equal(got, want) {
-				t.Errorf("service %s: health check %q, want %q (the binary's own check; the image has no shell)", name, got, want)
+			// Readiness, not liveness: healthy means connected (and, for a
+			// subscriber, subscribed with its store answering), which is what
+			// a service that waits for it needs.
+			if got, want := s.Healthcheck.Test, []string{"CMD", "/usr/local/bin/" + m, "healthcheck", "ready"}; !slices.Equal(got, want) {
+				t.Errorf("service %s: health check %q, want %q (the binary's own check of /readyz; the image has no shell)", name, got, want)
 			}
 			if got := s.DependsOn["mosquitto"].Condition; got != "service_healthy" {
 				t.Errorf("service %s: depends_on mosquitto condition %q, want service_healthy", name, got)
 			}
 		}
+		for dep, d := range s.DependsOn {
+			if cf.Services[dep].module() != "" && d.Condition != "service_healthy" {
+				t.Errorf("service %s: depends_on %s condition %q, want service_healthy (its health check is readiness)", name, dep, d.Condition)
+			}
+		}
+	}
+	// The subscriber's first subscription makes the broker keep what is
+	// published for it: before that, a publish is stored by no one.
+	if got := cf.Services["publisher"].DependsOn["subscriber"].Condition; got != "service_healthy" {
+		t.Errorf("publisher: depends_on subscriber condition %q, want service_healthy", got)
 	}
 	if got := cf.Services["mosquitto"].DependsOn["mosquitto-init"].Condition; got != "service_completed_successfully" {
 		t.Errorf("mosquitto: depends_on mosquitto-init condition %q, want service_completed_successfully", got)
