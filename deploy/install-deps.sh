@@ -28,6 +28,16 @@ has() {
 	command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /usr/local/sbin/$1 || -x /sbin/$1 ]]
 }
 
+# postgres_answers: something takes connections on 127.0.0.1:5432
+# (pg_isready comes with the PostgreSQL client, which may be missing).
+postgres_answers() {
+	if command -v pg_isready >/dev/null; then
+		pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null
+	else
+		(exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+	fi
+}
+
 install_staticcheck() {
 	local gobin bin
 	command -v go >/dev/null || { say "go not found in PATH: install Go 1.26 (https://go.dev/dl/)"; return 1; }
@@ -53,7 +63,7 @@ has mosquitto_pub && has mosquitto_sub || missing+=(mosquitto-clients)
 has chromium || missing+=(chromium)
 docker compose version >/dev/null 2>&1 || has docker-compose || missing+=(docker-compose)
 new_postgres=
-if ! ls /etc/postgresql/*/main >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+if ! ls /etc/postgresql/*/main >/dev/null 2>&1 && ! postgres_answers; then
 	missing+=(postgresql)
 	new_postgres=1
 fi
@@ -82,14 +92,14 @@ if ls /etc/postgresql/*/main >/dev/null 2>&1; then
 	if [[ -n $new_postgres ]]; then
 		"${as_root[@]}" sed -i -E 's/^(host|local)(.*)(scram-sha-256|md5|peer)$/\1\2trust/' /etc/postgresql/"$version"/main/pg_hba.conf
 	fi
-	if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+	if postgres_answers; then
 		# Started by the package before its pg_hba.conf was changed.
 		[[ -z $new_postgres ]] || "${as_root[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main reload
 	elif [[ $(id -u) == 0 ]] || ((${#as_root[@]})); then
 		say "starting PostgreSQL $version"
 		"${as_root[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
 		for _ in $(seq 1 30); do
-			pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break
+			postgres_answers && break
 			sleep 1
 		done
 	else
