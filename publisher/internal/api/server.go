@@ -27,12 +27,7 @@ func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Re
 	if err != nil {
 		return nil, err
 	}
-	lim := limits{
-		defaultQoS:   byte(cfg.QoS),
-		maxPayload:   cfg.MaxMessageBytes,
-		maxBody:      cfg.MaxBodyBytes(),
-		maxBatchBody: cfg.MaxBatchBytes,
-	}
+	lim := newLimits(byte(cfg.QoS), cfg.MaxMessageBytes, cfg.MaxBodyBytes(), cfg.MaxBatchBytes)
 	crossOrigin, err := refuseCrossOrigin(log, cfg.CORSAllowedOrigins)
 	if err != nil {
 		return nil, err
