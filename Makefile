@@ -7,8 +7,10 @@ MODULES  := $(SERVICES) mqttconn e2e bench
 # (FUZZTIME=5m) is fine: that error then only means the time was up.
 FUZZTIME ?= 50000x
 GO       ?= go
+# Installed, at the version deploy/install-deps.sh pins, by that script.
+STATICCHECK := $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin/staticcheck
 
-.PHONY: all build check unit fuzz test run bench compose-smoke clean
+.PHONY: all deps build check unit fuzz test run bench compose-smoke clean
 
 all: build
 
@@ -19,10 +21,16 @@ build:
 		(cd $$m && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/$$m .) || exit 1; \
 	done
 
-## check: gofmt, go vet, and each service building alone with GOWORK=off
+## deps: install what the tests need and this machine lacks (deploy/install-deps.sh)
+deps:
+	@bash deploy/install-deps.sh
+
+## check: gofmt, go vet, staticcheck, and each service building alone with GOWORK=off
 check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+	@bash deploy/install-deps.sh staticcheck
+	@for m in $(MODULES); do (cd $$m && $(STATICCHECK) ./...) || exit 1; done
 	@for m in $(SERVICES); do (cd $$m && GOWORK=off CGO_ENABLED=0 $(GO) build -o /dev/null .) || exit 1; done
 
 ## unit: every Go test of every module, the end-to-end ones included
@@ -40,12 +48,12 @@ fuzz:
 		done) || exit 1; \
 	done
 
-## test: everything CI checks
-test: check unit fuzz
+## test: everything CI checks, after installing what it needs
+test: deps check unit fuzz
 
-## run: Mosquitto (unless one answers already) and both services, without Docker
+## run: a Mosquitto of its own on a free port (unless MQTT_BROKER is given) and both services, without Docker
 run:
-	bash deploy/run-local.sh
+	@bash deploy/run-local.sh
 
 ## bench: the load harness (docs/performance.md): both services against same-run baselines
 bench:

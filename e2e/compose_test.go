@@ -88,15 +88,28 @@ func loadCompose(t *testing.T) (root string, raw map[string]any, cf composeFile)
 // composeEnvVarsRead returns the environment variables a service reads: the
 // envconfig tags (or, untagged, the upper-cased field names envconfig
 // falls back to) of the fields of the structs in
-// <module>/internal/config/*.go that have at least one envconfig tag.
+// <module>/internal/config/*.go that have at least one envconfig tag, and
+// of the structs of this repository that those embed (service.Common,
+// which both services read).
 func composeEnvVarsRead(t *testing.T, root, module string) map[string]bool {
 	t.Helper()
-	dir := filepath.Join(root, module, "internal", "config")
+	vars := map[string]bool{}
+	composeEnvVarsOf(t, root, filepath.Join(root, module, "internal", "config"), "", vars)
+	if len(vars) == 0 {
+		t.Fatalf("no envconfig variables found in %s/internal/config", module)
+	}
+	return vars
+}
+
+// composeEnvVarsOf adds to vars the variables of the envconfig structs of
+// the package in dir (only the struct typeName, unless it is "").
+func composeEnvVarsOf(t *testing.T, root, dir, typeName string, vars map[string]bool) {
+	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no Go files in %s (err %v)", dir, err)
 	}
-	vars := map[string]bool{}
+	const modulePrefix = "github.com/telemetry-stack/mqtt-stack/"
 	fset := token.NewFileSet()
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -106,8 +119,19 @@ func composeEnvVarsRead(t *testing.T, root, module string) map[string]bool {
 		if err != nil {
 			t.Fatalf("parse %s: %v", f, err)
 		}
+		imports := map[string]string{} // package name -> directory
+		for _, imp := range file.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if rel, ok := strings.CutPrefix(path, modulePrefix); ok {
+				imports[filepath.Base(rel)] = filepath.Join(root, rel)
+			}
+		}
 		ast.Inspect(file, func(n ast.Node) bool {
-			st, ok := n.(*ast.StructType)
+			ts, ok := n.(*ast.TypeSpec)
+			if !ok || (typeName != "" && ts.Name.Name != typeName) {
+				return true
+			}
+			st, ok := ts.Type.(*ast.StructType)
 			if !ok {
 				return true
 			}
@@ -138,6 +162,13 @@ func composeEnvVarsRead(t *testing.T, root, module string) map[string]bool {
 					vars[name] = true
 					continue
 				}
+				if sel, ok := field.Type.(*ast.SelectorExpr); ok && len(field.Names) == 0 {
+					// Embedded: envconfig reads its fields without a prefix.
+					if pkg, ok := sel.X.(*ast.Ident); ok && imports[pkg.Name] != "" {
+						composeEnvVarsOf(t, root, imports[pkg.Name], sel.Sel.Name, vars)
+						continue
+					}
+				}
 				for _, id := range field.Names {
 					if id.IsExported() {
 						vars[strings.ToUpper(id.Name)] = true
@@ -147,10 +178,6 @@ func composeEnvVarsRead(t *testing.T, root, module string) map[string]bool {
 			return true
 		})
 	}
-	if len(vars) == 0 {
-		t.Fatalf("no envconfig variables found in %s", dir)
-	}
-	return vars
 }
 
 // httpPort is the port of a service's HTTP_ADDR (":8080" -> "8080").
@@ -396,13 +423,26 @@ func TestComposeHealthChecksAndStartOrder(t *testing.T) {
 			t.Errorf("service %s: restart %q, want unless-stopped", name, s.Restart)
 		}
 		if m := s.module(); m != "" {
-			if got, want := s.Healthcheck.Test, []string{"CMD", "/usr/local/bin/" + m, "healthcheck"}; !slices.Equal(got, want) {
-				t.Errorf("service %s: health check %q, want %q (the binary's own check; the image has no shell)", name, got, want)
+			// Readiness, not liveness: healthy means connected (and, for a
+			// subscriber, subscribed with its store answering), which is what
+			// a service that waits for it needs.
+			if got, want := s.Healthcheck.Test, []string{"CMD", "/usr/local/bin/" + m, "healthcheck", "ready"}; !slices.Equal(got, want) {
+				t.Errorf("service %s: health check %q, want %q (the binary's own check of /readyz; the image has no shell)", name, got, want)
 			}
 			if got := s.DependsOn["mosquitto"].Condition; got != "service_healthy" {
 				t.Errorf("service %s: depends_on mosquitto condition %q, want service_healthy", name, got)
 			}
 		}
+		for dep, d := range s.DependsOn {
+			if cf.Services[dep].module() != "" && d.Condition != "service_healthy" {
+				t.Errorf("service %s: depends_on %s condition %q, want service_healthy (its health check is readiness)", name, dep, d.Condition)
+			}
+		}
+	}
+	// The subscriber's first subscription makes the broker keep what is
+	// published for it: before that, a publish is stored by no one.
+	if got := cf.Services["publisher"].DependsOn["subscriber"].Condition; got != "service_healthy" {
+		t.Errorf("publisher: depends_on subscriber condition %q, want service_healthy", got)
 	}
 	if got := cf.Services["mosquitto"].DependsOn["mosquitto-init"].Condition; got != "service_completed_successfully" {
 		t.Errorf("mosquitto: depends_on mosquitto-init condition %q, want service_completed_successfully", got)

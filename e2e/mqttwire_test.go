@@ -235,7 +235,6 @@ func (w *wireClient) ack(typ byte, id uint16) {
 	w.send(h, binary.BigEndian.AppendUint16(nil, id))
 }
 
-func (w *wireClient) ping()       { w.tb.Helper(); w.send(pktPingreq<<4, nil) }
 func (w *wireClient) disconnect() { w.tb.Helper(); w.send(pktDisconnect<<4, nil); w.conn.Close() }
 
 // drop closes the TCP connection without DISCONNECT, as a killed client.

@@ -1,8 +1,10 @@
-// Package mqttconn is the network connection both services give Eclipse
-// Paho (through SetCustomOpenConnectionFn): reads are buffered and writes
-// are coalesced by one writer goroutine, so that packets sent in a burst,
-// such as a batch of publishes or of acknowledgements, leave in a few
-// write(2) calls instead of one each.
+// Package mqttconn is what both services need of MQTT beside Eclipse Paho:
+// the network connection they give Paho (through
+// SetCustomOpenConnectionFn), whose reads are buffered and whose writes are
+// coalesced by one writer goroutine, so that packets sent in a burst, such
+// as a batch of publishes or of acknowledgements, leave in a few write(2)
+// calls instead of one each; and the rule for the topic names they publish
+// to (ValidateTopic). Package service holds the rest they share.
 package mqttconn
 
 import (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -12,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telemetry-stack/mqtt-stack/publisher/internal/config"
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 func TestRunConfigError(t *testing.T) {
@@ -27,7 +28,7 @@ func TestRunConfigError(t *testing.T) {
 			t.Setenv(tt.name, tt.value)
 			var stdout, stderr bytes.Buffer
 			err := run(t.Context(), []string{"publisher"}, &stdout, &stderr)
-			var ce *config.Error
+			var ce *service.Error
 			if !errors.As(err, &ce) || ce.Var != tt.wantVar {
 				t.Fatalf("run with %s=%s = %v, want a config error naming %s", tt.name, tt.value, err, tt.wantVar)
 			}
@@ -100,8 +101,12 @@ func TestRunWithoutBroker(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("publish without a broker = %d, want 503", resp.StatusCode)
 	}
-	if err := healthcheck(t.Context(), addr); err != nil {
-		t.Errorf("healthcheck(%s) = %v, want nil", addr, err)
+	t.Setenv("HTTP_ADDR", addr) // for the healthcheck command
+	if err := run(t.Context(), []string{"publisher", "healthcheck"}, io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck of %s = %v, want nil", addr, err)
+	}
+	if err := run(t.Context(), []string{"publisher", "healthcheck", "ready"}, io.Discard, io.Discard); err == nil {
+		t.Errorf("healthcheck ready of %s without a broker = nil, want an error", addr)
 	}
 
 	cancel()
@@ -113,7 +118,7 @@ func TestRunWithoutBroker(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return within 10s of cancel")
 	}
-	if err := healthcheck(t.Context(), addr); err == nil {
+	if err := run(t.Context(), []string{"publisher", "healthcheck"}, io.Discard, io.Discard); err == nil {
 		t.Errorf("healthcheck after stop = nil, want an error")
 	}
 }

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"runtime"
 	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 // newPprofServer serves net/http/pprof for PPROF_ADDR, on its own listener
@@ -27,4 +33,28 @@ func newPprofServer(log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// listenPprof listens on PPROF_ADDR and returns the task that serves
+// net/http/pprof there until the service stops; a profile being taken is
+// then cut off: it is no request of the API's.
+func listenPprof(log *slog.Logger, addr string) (service.Task, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on PPROF_ADDR %s: %w", addr, err)
+	}
+	srv := newPprofServer(log)
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func(ctx context.Context) error {
+		stop := context.AfterFunc(ctx, func() {
+			if err := srv.Close(); err != nil {
+				log.Warn("close pprof server", "err", err)
+			}
+		})
+		defer stop()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve pprof: %w", err)
+		}
+		return nil
+	}, nil
 }

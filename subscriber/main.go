@@ -4,13 +4,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 func main() {
@@ -19,11 +18,6 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "subscriber:", err)
-		var ce *config.Error
-		var ue *usageError
-		if errors.As(err, &ce) || errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		os.Exit(service.ExitCode(err))
 	}
 }

@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/api"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/ingest"
@@ -26,61 +22,30 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
-// usageError is a bad command line: exit status 2, like a config error.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
+// run is the whole service; it returns when ctx is cancelled and everything
+// has shut down. Configuration comes from the environment.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 1 {
-		switch args[1] {
-		case "healthcheck":
-			return healthcheck(ctx)
-		default:
-			return &usageError{fmt.Sprintf("unknown command %q (the only command is healthcheck)", args[1])}
-		}
+		return service.Command(ctx, args[1:], ":8081")
 	}
 	cfg, err := config.Load()
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogFormat, cfg.Level, stdout)
+	log := cfg.Logger(stdout)
 
 	st, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("close store", "err", err)
-		}
-		log.Info("store closed")
-	}()
+	defer closeStore(log, st)
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	hub := stream.NewHub(stream.DefaultBuffer)
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_stream_clients", Help: "Open GET /messages/stream connections."},
-			func() float64 { return float64(hub.Clients()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_stream_dropped_total", Help: "Stream clients ended for falling too far behind."},
-			func() float64 { return float64(hub.Dropped()) }),
-	)
-	// One goroutine feeds the hub, in id order, with rows readers of the
-	// store can already see. SQLite has one writer: this process's, which
-	// hands over each commit. A PostgreSQL store may have several (a share
-	// group), so a follower of the table feeds the hub with every member's
-	// rows, this one's included, and the writer hands over nothing.
-	committed, follow := hub.Publish, func(context.Context) {}
-	if pg, ok := st.(*postgres.Store); ok {
-		// Read before HTTP serves: a stream that subscribes and then
-		// replays from the store must find every later row on the hub.
-		after, err := pg.LastID(ctx)
-		if err != nil {
-			return err
-		}
-		committed = nil
-		follow = func(ctx context.Context) { pg.Follow(ctx, log, after, hub.Publish) }
+	hub := newHub(reg)
+	committed, follow, err := feedHub(ctx, log, st, hub)
+	if err != nil {
+		return err
 	}
 	ing := ingest.New(log, ingest.Config{
 		Brokers: cfg.Brokers, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
@@ -89,13 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Committed: committed,
 	}, st, m)
 
-	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_reads_in_flight", Help: "Reads of stored messages (pages of GET /messages, stream replay batches) running now."},
-			func() float64 { return float64(reads.InUse()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_reads_rejected_total", Help: "Reads of stored messages refused with 503 after waiting for a turn."},
-			func() float64 { return float64(reads.Rejected()) }),
-	)
+	reads := newReadGate(reg)
 	handler := api.NewServer(log, st, []api.Check{
 		{Name: "mqtt", Func: func(context.Context) error { return ing.Ready() }},
 		{Name: "store", Func: st.Ping},
@@ -103,67 +62,65 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	srv := api.Server(handler, log)
 	// Open event streams end at shutdown instead of holding it up.
 	srv.RegisterOnShutdown(hub.Close)
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	// Logged whatever LOG_LEVEL says: scripts and tests read the bound
-	// address from it (HTTP_ADDR may end in :0).
-	newLogger(cfg.LogFormat, min(cfg.Level, slog.LevelInfo), stdout).
-		Info("http server listening", "addr", ln.Addr().String())
 
-	// Ingest outlives ctx: at a signal HTTP stops first, then ingest
+	// Ingest outlives HTTP: at a signal HTTP stops first, then ingest
 	// commits what is queued before it disconnects.
-	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopIngest()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serve http: %w", err)
-		}
-	})
-	ingestDone := make(chan struct{})
-	wg.Go(func() {
-		defer close(ingestDone)
-		if err := ing.Run(ingestCtx); err != nil {
-			errc <- err
-		}
-	})
-	wg.Go(func() { follow(ingestCtx) })
+	tasks := []service.Task{ing.Run, follow}
 	if cfg.Retention > 0 {
-		wg.Go(func() { retention.Run(ingestCtx, log, st, cfg.Retention, m) })
+		tasks = append(tasks, func(ctx context.Context) error { retention.Run(ctx, log, st, cfg.Retention, m); return nil })
 	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case runErr = <-errc:
-		log.Error("stopping", "err", runErr)
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	stopIngest()
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if runErr == nil {
-			runErr = err
-		}
-	}
-	return runErr
+	return service.Serve(ctx, stdout, log, cfg.Common, srv, tasks...)
 }
 
-func newLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+// newHub is the fan-out of stored arrivals to the streams, with its metrics.
+func newHub(reg prometheus.Registerer) *stream.Hub {
+	hub := stream.NewHub(stream.DefaultBuffer)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_stream_clients", Help: "Open GET /messages/stream connections."},
+			func() float64 { return float64(hub.Clients()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_stream_dropped_total", Help: "Stream clients ended for falling too far behind."},
+			func() float64 { return float64(hub.Dropped()) }),
+	)
+	return hub
+}
+
+// feedHub decides who feeds the hub, in id order, with rows readers of the
+// store can already see. SQLite has one writer: this process's, which
+// hands over each commit (committed). A PostgreSQL store may have several
+// (a share group), so a follower of the table (follow) feeds the hub with
+// every member's rows, this one's included, and the writer hands over
+// nothing.
+func feedHub(ctx context.Context, log *slog.Logger, st store.Store, hub *stream.Hub) (committed func([]store.Message), follow service.Task, err error) {
+	pg, ok := st.(*postgres.Store)
+	if !ok {
+		return hub.Publish, func(context.Context) error { return nil }, nil
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// Read before HTTP serves: a stream that subscribes and then replays
+	// from the store must find every later row on the hub.
+	after, err := pg.LastID(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, func(ctx context.Context) error { pg.Follow(ctx, log, after, hub.Publish); return nil }, nil
+}
+
+// newReadGate bounds the reads of stored messages running at once.
+func newReadGate(reg prometheus.Registerer) *readlimit.Gate {
+	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_reads_in_flight", Help: "Reads of stored messages (pages of GET /messages, stream replay batches) running now."},
+			func() float64 { return float64(reads.InUse()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_reads_rejected_total", Help: "Reads of stored messages refused with 503 after waiting for a turn."},
+			func() float64 { return float64(reads.Rejected()) }),
+	)
+	return reads
+}
+
+func closeStore(log *slog.Logger, st store.Store) {
+	if err := st.Close(); err != nil {
+		log.Error("close store", "err", err)
+	}
+	log.Info("store closed")
 }
 
 func openStore(ctx context.Context, db config.Database) (store.Store, error) {
@@ -183,35 +140,4 @@ func openStore(ctx context.Context, db config.Database) (store.Store, error) {
 		}
 		return s, nil
 	}
-}
-
-// healthcheck GETs /healthz on the port of HTTP_ADDR, for images without a
-// shell or curl.
-func healthcheck(ctx context.Context) error {
-	addr := os.Getenv("HTTP_ADDR")
-	if addr == "" {
-		addr = ":8081"
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return &config.Error{Var: "HTTP_ADDR", Err: fmt.Errorf("%q: want host:port", addr)}
-	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s", resp.Status)
-	}
-	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/cors"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -79,70 +81,23 @@ func refuseCrossOrigin(log *slog.Logger, trusted []string) (func(http.Handler) h
 	}, nil
 }
 
-// cors lets browsers on the allowed origins call the API and answers their
-// preflight requests. It runs before routing, so preflights need no routes of
-// their own and never meet the token check (browsers send no credentials on
-// a preflight).
-func cors(allowed []string) func(http.Handler) http.Handler {
-	anyOrigin := slices.Contains(allowed, "*")
-	return func(next http.Handler) http.Handler {
-		if len(allowed) == 0 {
-			return next
-		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			origin := r.Header.Get("Origin")
-			if origin == "" {
-				next.ServeHTTP(w, r)
-				return
-			}
-			h := w.Header()
-			h.Add("Vary", "Origin")
-			ok := anyOrigin || slices.Contains(allowed, strings.ToLower(origin))
-			preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
-			if ok {
-				h.Set("Access-Control-Allow-Origin", origin)
-				h.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
-			}
-			if !preflight {
-				next.ServeHTTP(w, r)
-				return
-			}
-			h.Add("Vary", "Access-Control-Request-Method")
-			h.Add("Vary", "Access-Control-Request-Headers")
-			if ok {
-				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
-				h.Set("Access-Control-Max-Age", "600")
-			}
-			w.WriteHeader(http.StatusNoContent)
-		})
+// allowCrossOrigin lets browsers on the allowed origins call the API and
+// answers their preflight requests. It runs before routing, so preflights
+// need no routes of their own and never meet the token check (browsers
+// send no credentials on a preflight). Without allowed origins it adds
+// nothing: browsers then keep other origins' pages to themselves.
+func allowCrossOrigin(allowed []string) func(http.Handler) http.Handler {
+	if len(allowed) == 0 {
+		return func(next http.Handler) http.Handler { return next }
 	}
+	return cors.Handler(cors.Options{
+		AllowedOrigins: allowed,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders: []string{"Authorization", "Content-Type"},
+		ExposedHeaders: []string{"WWW-Authenticate"},
+		MaxAge:         600,
+	})
 }
-
-// statusRecorder remembers the status a handler wrote.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	bytes  int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	n, err := s.ResponseWriter.Write(b)
-	s.bytes += n
-	return n, err
-}
-
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 type httpMetrics struct {
 	requests *prometheus.CounterVec
@@ -175,18 +130,19 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &statusRecorder{ResponseWriter: w}
+			rec := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			next.ServeHTTP(rec, r)
 			d := time.Since(start)
-			if rec.status == 0 {
-				rec.status = http.StatusOK
+			status := rec.Status()
+			if status == 0 {
+				status = http.StatusOK // nothing written
 			}
 			route := "unmatched"
 			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 				route = rc.RoutePattern()
 			}
 			if m != nil {
-				m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+				m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
 				m.seconds.WithLabelValues(route).Observe(d.Seconds())
 			}
 			// Refused and failed requests are logged at INFO (failures also
@@ -194,14 +150,14 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 			// metrics above count them, and a line per publish cost about a
 			// tenth of the publisher's CPU under load. Probes are DEBUG.
 			level := slog.LevelDebug
-			if rec.status >= 400 && route != "/healthz" && route != "/readyz" && route != "/metrics" {
+			if status >= 400 && route != "/healthz" && route != "/readyz" && route != "/metrics" {
 				level = slog.LevelInfo
 			}
 			if !log.Enabled(r.Context(), level) {
 				return
 			}
 			log.LogAttrs(r.Context(), level, "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
-				slog.Int("status", rec.status), slog.Int("bytes", rec.bytes), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+				slog.Int("status", status), slog.Int("bytes", rec.BytesWritten()), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
 		})
 	}
 }

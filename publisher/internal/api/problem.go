@@ -50,9 +50,9 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 
 func writeProblem(log *slog.Logger, w http.ResponseWriter, r *http.Request, p problem, err error) {
 	if p.Status >= 500 {
-		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", p.Status, "error", err)
+		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", p.Status, "err", err)
 	} else {
-		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", p.Status, "error", err)
+		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", p.Status, "err", err)
 	}
 	writeJSON(log, w, "application/problem+json", p.Status, p)
 }
@@ -74,7 +74,7 @@ func writeJSON(log *slog.Logger, w http.ResponseWriter, contentType string, stat
 	}()
 	if err := marshal(buf, v); err != nil {
 		// Only a programming error gets here: every value written is plain data.
-		log.Error("encode response", "error", err)
+		log.Error("encode response", "err", err)
 		status = http.StatusInternalServerError
 		contentType = "application/problem+json"
 		buf.Reset()
@@ -92,6 +92,6 @@ func writeJSON(log *slog.Logger, w http.ResponseWriter, contentType string, stat
 	h["X-Content-Type-Options"] = headerNosniff
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {
-		log.Debug("write response", "error", err)
+		log.Debug("write response", "err", err)
 	}
 }

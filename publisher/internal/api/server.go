@@ -27,12 +27,7 @@ func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Re
 	if err != nil {
 		return nil, err
 	}
-	lim := limits{
-		defaultQoS:   byte(cfg.QoS),
-		maxPayload:   cfg.MaxMessageBytes,
-		maxBody:      cfg.MaxBodyBytes(),
-		maxBatchBody: cfg.MaxBatchBytes,
-	}
+	lim := newLimits(byte(cfg.QoS), cfg.MaxMessageBytes, cfg.MaxBodyBytes(), cfg.MaxBatchBytes)
 	crossOrigin, err := refuseCrossOrigin(log, cfg.CORSAllowedOrigins)
 	if err != nil {
 		return nil, err
@@ -41,7 +36,7 @@ func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Re
 		log.Warn("CORS_ALLOWED_ORIGINS is * and API_TOKEN is empty: any web page a user opens can publish through this publisher")
 	}
 	r := chi.NewRouter()
-	r.Use(recoverPanic(log), observe(log, m), cors(cfg.CORSAllowedOrigins))
+	r.Use(recoverPanic(log), observe(log, m), allowCrossOrigin(cfg.CORSAllowedOrigins))
 	addRoutes(r, log, cfg, lim, b, reg, crossOrigin)
 	return r, nil
 }

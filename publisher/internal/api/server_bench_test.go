@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/message"
 )
@@ -41,7 +42,7 @@ func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 // runs by default, writing JSON lines to nowhere.
 func benchHandler(b *testing.B, path string, bodies [][]byte) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg := config.Config{QoS: 1, MaxMessageBytes: 262144, MaxBatchBytes: 16 << 20}
+	cfg := config.Config{Common: service.Common{QoS: 1}, MaxMessageBytes: 262144, MaxBatchBytes: 16 << 20}
 	h, err := NewServer(log, cfg, nopBroker{}, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

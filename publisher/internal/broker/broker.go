@@ -178,7 +178,7 @@ func (c *Client) onConnect(client mqtt.Client) {
 	d := deadline{ctx: context.Background(), timer: time.NewTimer(c.opts.PublishTimeout), err: c.timeoutErr}
 	defer d.timer.Stop()
 	if _, err := c.inflight.acquire(&d, nil); err != nil {
-		c.log.Warn("mqtt status not published", "topic", c.opts.StatusTopic, "status", statusOnline, "error", err)
+		c.log.Warn("mqtt status not published", "topic", c.opts.StatusTopic, "status", statusOnline, "err", err)
 		return
 	}
 	t := c.publishHolding(c.opts.StatusTopic, 1, true, []byte(statusOnline))
@@ -187,13 +187,13 @@ func (c *Client) onConnect(client mqtt.Client) {
 		return
 	}
 	if err := t.Error(); err != nil {
-		c.log.Warn("mqtt status publish failed", "topic", c.opts.StatusTopic, "status", statusOnline, "error", err)
+		c.log.Warn("mqtt status publish failed", "topic", c.opts.StatusTopic, "status", statusOnline, "err", err)
 	}
 }
 
 func (c *Client) onConnectionLost(_ mqtt.Client, err error) {
 	c.markLost()
-	c.log.Warn("mqtt connection lost", "broker", c.broker(), "error", err)
+	c.log.Warn("mqtt connection lost", "broker", c.broker(), "err", err)
 }
 
 // onReconnecting runs in Paho's reconnect goroutine before each attempt, so
@@ -228,9 +228,9 @@ func (c *Client) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
 		if warn {
 			logf = c.log.Warn
 		}
-		logf("mqtt connect failed", "brokers", c.opts.Brokers, "error", n.Reason)
+		logf("mqtt connect failed", "brokers", c.opts.Brokers, "err", n.Reason)
 	case mqtt.ConnectionNotificationBrokerFailed:
-		c.log.Debug("mqtt connect attempt failed", "broker", n.Broker.String(), "error", n.Reason)
+		c.log.Debug("mqtt connect attempt failed", "broker", n.Broker.String(), "err", n.Reason)
 	case mqtt.ConnectionNotificationConnecting:
 		c.log.Debug("mqtt connect attempt", "brokers", c.opts.Brokers, "reconnect", n.IsReconnect, "attempt", n.Attempt)
 	}

@@ -2,11 +2,14 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 // vars is every variable Load reads; each test starts with them unset.
@@ -47,7 +50,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"StatusTopic", c.StatusTopic, "clients/publisher/status"},
 		{"HTTPAddr", c.HTTPAddr, ":8080"},
 		{"LogFormat", c.LogFormat, "text"},
-		{"LogLevel", c.LogLevel, "info"},
+		{"Level", c.Level, slog.LevelInfo},
+		{"ShutdownTimeout", c.ShutdownTimeout, 10 * time.Second},
 		{"PublishTimeout", c.PublishTimeout, 5 * time.Second},
 		{"MaxMessageBytes", c.MaxMessageBytes, 262144},
 		{"MaxBatchBytes", c.MaxBatchBytes, int64(16 << 20)},
@@ -70,6 +74,7 @@ func TestLoadValues(t *testing.T) {
 		"MQTT_CLIENT_ID":       "pub-7",
 		"MQTT_QOS":             "2",
 		"LOG_LEVEL":            "DEBUG",
+		"LOG_FORMAT":           "JSON",
 		"PUBLISH_TIMEOUT":      "250ms",
 		"MAX_MESSAGE_BYTES":    "10",
 		"MAX_BATCH_BYTES":      "1",
@@ -86,8 +91,8 @@ func TestLoadValues(t *testing.T) {
 	if c.StatusTopic != "clients/pub-7/status" {
 		t.Errorf("StatusTopic = %q, want clients/pub-7/status", c.StatusTopic)
 	}
-	if c.QoS != 2 || c.LogLevel != "debug" || c.PublishTimeout != 250*time.Millisecond {
-		t.Errorf("QoS %d, LogLevel %q, PublishTimeout %v; want 2, debug, 250ms", c.QoS, c.LogLevel, c.PublishTimeout)
+	if c.QoS != 2 || c.Level != slog.LevelDebug || c.LogFormat != "json" || c.PublishTimeout != 250*time.Millisecond {
+		t.Errorf("QoS %d, Level %v, LogFormat %q, PublishTimeout %v; want 2, DEBUG, json, 250ms", c.QoS, c.Level, c.LogFormat, c.PublishTimeout)
 	}
 	if got, want := strings.Join(c.CORSAllowedOrigins, " "), "https://console.example:8081 http://localhost:3000"; got != want {
 		t.Errorf("CORSAllowedOrigins = %q, want %q", got, want)
@@ -142,6 +147,7 @@ func TestLoadErrors(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "console.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://console.example/app"}, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://*.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"MQTT_CA_FILE": notPEM}, "MQTT_CA_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CA_FILE": notPEM}, "MQTT_CA_FILE"},
 		{map[string]string{"MQTT_BROKER": "ssl://localhost:8883", "MQTT_CA_FILE": filepath.Join(dir, "missing.pem")}, "MQTT_CA_FILE"},
@@ -157,11 +163,11 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tt.wantVar, func(t *testing.T) {
 			setEnv(t, tt.env)
 			_, err := Load()
-			var ce *Error
+			var ce *service.Error
 			if !errors.As(err, &ce) {
-				t.Fatalf("Load() with %v = %v, want a *config.Error", tt.env, err)
+				t.Fatalf("Load() with %v = %v, want a *service.Error", tt.env, err)
 			}
-			if ce.Var != tt.wantVar || !strings.HasPrefix(err.Error(), tt.wantVar+": ") {
+			if ce.Var != tt.wantVar || !strings.HasPrefix(err.Error(), "invalid "+tt.wantVar+": ") {
 				t.Errorf("Load() with %v = %q (Var %s), want it to name %s", tt.env, err, ce.Var, tt.wantVar)
 			}
 			if strings.Contains(err.Error(), "\n") {

@@ -2,7 +2,10 @@
 // rules its topic must follow and the ways a publish can fail.
 package message
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Message is one MQTT publication as the broker will see it.
 type Message struct {
@@ -43,3 +46,12 @@ func ValidateQoS(q int) error {
 	}
 	return nil
 }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 // vars lists every variable, so each test starts from a clean environment.
@@ -14,7 +16,7 @@ var vars = []string{
 	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE",
 	"MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS", "MQTT_STATUS_TOPIC", "MQTT_TOPICS",
 	"MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "HTTP_ADDR",
-	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL", "API_TOKEN",
+	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL", "API_TOKEN", "SHUTDOWN_TIMEOUT",
 }
 
 func setenv(t *testing.T, env map[string]string) {
@@ -171,9 +173,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		t.Run(tt.v+"="+tt.value, func(t *testing.T) {
 			setenv(t, map[string]string{tt.v: tt.value})
 			_, err := Load()
-			var ce *Error
+			var ce *service.Error
 			if !errors.As(err, &ce) {
-				t.Fatalf("Load() = %v, want a *config.Error", err)
+				t.Fatalf("Load() = %v, want a *service.Error", err)
 			}
 			want := tt.v
 			if tt.want != "" {

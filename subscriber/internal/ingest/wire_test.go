@@ -24,7 +24,7 @@ func packets(stream []byte) (kinds []byte, heads [][2]byte, err error) {
 }
 
 func TestFramer(t *testing.T) {
-	long := append([]byte{typePuback<<4 | 0, 0x80, 0x01}, bytes.Repeat([]byte{9}, 128)...) // remaining length 128
+	long := append([]byte{typePuback << 4, 0x80, 0x01}, bytes.Repeat([]byte{9}, 128)...) // remaining length 128
 	tests := []struct {
 		name   string
 		stream []byte

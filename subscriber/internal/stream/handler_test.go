@@ -257,14 +257,6 @@ func (c *client) expectNext(t *testing.T, e *env, marker string) {
 	}
 }
 
-func seq(from, to int64) []int64 {
-	var out []int64
-	for i := from; i <= to; i++ {
-		out = append(out, i)
-	}
-	return out
-}
-
 func TestStreamHeaders(t *testing.T) {
 	e := newEnv(t, 16, Options{Retry: 1500 * time.Millisecond}, nil)
 	c := open(t, e.url+"/messages/stream")

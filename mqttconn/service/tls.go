@@ -1,4 +1,4 @@
-package mqttconn
+package service
 
 import (
 	"crypto/tls"
@@ -7,25 +7,17 @@ import (
 	"os"
 )
 
-// SettingError is a bad value of one environment variable.
-type SettingError struct {
-	Var string
-	Msg string
-}
-
-func (e *SettingError) Error() string { return e.Var + ": " + e.Msg }
-
-// LoadTLS builds the TLS configuration of the ssl:// and wss:// brokers from
+// loadTLS builds the TLS configuration of the ssl:// and wss:// brokers from
 // MQTT_CA_FILE (a PEM bundle to trust instead of the system's), and
 // MQTT_CERT_FILE with MQTT_KEY_FILE (a client certificate). Each connection
 // checks the server's certificate against the host it dials. secure tells
 // whether MQTT_BROKER has such a broker: files without one are a mistake.
-// It returns nil, nil when no file is set. Errors are *SettingError.
-func LoadTLS(caFile, certFile, keyFile string, secure bool) (*tls.Config, error) {
+// It returns nil, nil when no file is set. Errors are *Error.
+func loadTLS(caFile, certFile, keyFile string, secure bool) (*tls.Config, error) {
 	files := []struct{ name, value string }{{"MQTT_CA_FILE", caFile}, {"MQTT_CERT_FILE", certFile}, {"MQTT_KEY_FILE", keyFile}}
 	for _, f := range files {
 		if f.value != "" && !secure {
-			return nil, &SettingError{Var: f.name, Msg: "is set but no broker of MQTT_BROKER is ssl:// or wss://"}
+			return nil, &Error{Var: f.name, Msg: "is set but no broker of MQTT_BROKER is ssl:// or wss://"}
 		}
 	}
 	if caFile == "" && certFile == "" && keyFile == "" {
@@ -35,11 +27,11 @@ func LoadTLS(caFile, certFile, keyFile string, secure bool) (*tls.Config, error)
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, &SettingError{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("read: %v", err)}
+			return nil, &Error{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("read: %v", err)}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &SettingError{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("%s holds no PEM certificate", caFile)}
+			return nil, &Error{Var: "MQTT_CA_FILE", Msg: fmt.Sprintf("%s holds no PEM certificate", caFile)}
 		}
 		t.RootCAs = pool
 	}
@@ -47,13 +39,13 @@ func LoadTLS(caFile, certFile, keyFile string, secure bool) (*tls.Config, error)
 	case certFile != "" && keyFile != "":
 		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, &SettingError{Var: "MQTT_CERT_FILE", Msg: fmt.Sprintf("load with MQTT_KEY_FILE: %v", err)}
+			return nil, &Error{Var: "MQTT_CERT_FILE", Msg: fmt.Sprintf("load with MQTT_KEY_FILE: %v", err)}
 		}
 		t.Certificates = []tls.Certificate{pair}
 	case certFile != "":
-		return nil, &SettingError{Var: "MQTT_KEY_FILE", Msg: "must be set when MQTT_CERT_FILE is"}
+		return nil, &Error{Var: "MQTT_KEY_FILE", Msg: "must be set when MQTT_CERT_FILE is"}
 	case keyFile != "":
-		return nil, &SettingError{Var: "MQTT_CERT_FILE", Msg: "must be set when MQTT_KEY_FILE is"}
+		return nil, &Error{Var: "MQTT_CERT_FILE", Msg: "must be set when MQTT_KEY_FILE is"}
 	}
 	return t, nil
 }

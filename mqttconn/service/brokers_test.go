@@ -1,4 +1,4 @@
-package mqttconn
+package service
 
 import (
 	"fmt"
@@ -36,7 +36,7 @@ func TestParseBrokers(t *testing.T) {
 		{"tcp://a b:1", "error: \"tcp://a b:1\" is not a URL"},
 	}
 	for _, tt := range tests {
-		got, err := ParseBrokers(tt.raw)
+		got, err := parseBrokers(tt.raw)
 		s := ""
 		if err != nil {
 			s = "error: " + err.Error()
@@ -48,10 +48,10 @@ func TestParseBrokers(t *testing.T) {
 			s = fmt.Sprint(us)
 		}
 		if !strings.HasPrefix(s, tt.want) {
-			t.Errorf("ParseBrokers(%q) = %s, want %s", tt.raw, s, tt.want)
+			t.Errorf("parseBrokers(%q) = %s, want %s", tt.raw, s, tt.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "secret") {
-			t.Errorf("ParseBrokers(%q): the error shows the password: %v", tt.raw, err)
+			t.Errorf("parseBrokers(%q): the error shows the password: %v", tt.raw, err)
 		}
 	}
 }
@@ -61,7 +61,7 @@ func FuzzParseBrokers(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		got, err := ParseBrokers(raw)
+		got, err := parseBrokers(raw)
 		if err != nil {
 			return
 		}

@@ -1,4 +1,4 @@
-package mqttconn
+package service
 
 import (
 	"fmt"
@@ -8,12 +8,12 @@ import (
 	"strings"
 )
 
-// ParseBrokers reads MQTT_BROKER: one broker URL, or a comma-separated list
+// parseBrokers reads MQTT_BROKER: one broker URL, or a comma-separated list
 // of them that a client tries in turn. Each is tcp://, ssl://, ws:// or
 // wss:// with a host; tcp and ssl take no path and default their port to
 // 1883 and 8883, ws and wss keep their URL's. An error names the element at
 // fault (1-based) when there are several.
-func ParseBrokers(raw string) ([]*url.URL, error) {
+func parseBrokers(raw string) ([]*url.URL, error) {
 	parts := strings.Split(raw, ",")
 	out := make([]*url.URL, 0, len(parts))
 	for k, p := range parts {
@@ -73,8 +73,8 @@ func redacted(u *url.URL) string {
 	return c.String()
 }
 
-// Secure reports whether any of brokers needs TLS (ssl:// or wss://).
-func Secure(brokers []*url.URL) bool {
+// secure reports whether any of brokers needs TLS (ssl:// or wss://).
+func secure(brokers []*url.URL) bool {
 	for _, u := range brokers {
 		if u.Scheme == "ssl" || u.Scheme == "wss" {
 			return true
