@@ -333,6 +333,13 @@ func TestFaultSubscriberKilled(t *testing.T) {
 		sub, pub := startFaultStack(t, b, nil)
 		l := during(t, pub, "kill", b.identical, 3000, func() {
 			for range 3 {
+				// Killed while it stores, not while it connects: a
+				// process that dies between CONNECT and CONNACK leaves
+				// its ledger uncertain, and then even QoS 2 redeliveries
+				// are flagged (docs/delivery.md, rule 4). NATS holds a
+				// client that reconnects within a second for a second
+				// without CONNACK.
+				sub.WaitReady(t, 10*time.Second)
 				time.Sleep(400 * time.Millisecond)
 				sub.Kill()
 				time.Sleep(300 * time.Millisecond)
