@@ -100,13 +100,14 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetUsername(o.Username).
 		SetPassword(o.Password).
 		SetCleanSession(true).
-		SetKeepAlive(30*time.Second).
-		SetPingTimeout(10*time.Second).
-		SetConnectTimeout(10*time.Second).
+		// The same timing as the subscriber's (see mqttconn).
+		SetKeepAlive(mqttconn.KeepAlive).
+		SetPingTimeout(mqttconn.PingTimeout).
+		SetConnectTimeout(mqttconn.ConnectTimeout).
 		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
+		SetConnectRetryInterval(mqttconn.ConnectRetryInterval).
 		SetAutoReconnect(true).
-		SetMaxReconnectInterval(10*time.Second).
+		SetMaxReconnectInterval(mqttconn.MaxReconnectInterval).
 		// Counts the publishes awaiting acknowledgement (see inflight).
 		SetStore(f).
 		// Publish blocks while Paho hands the packet to its writer; bound it

@@ -141,11 +141,12 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true). // start while the broker is down
-		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5*time.Second).
-		SetConnectTimeout(10*time.Second).
-		SetKeepAlive(30*time.Second).
-		SetPingTimeout(10*time.Second).
+		// The same timing as the publisher's (see mqttconn).
+		SetConnectRetryInterval(mqttconn.ConnectRetryInterval).
+		SetMaxReconnectInterval(mqttconn.MaxReconnectInterval).
+		SetConnectTimeout(mqttconn.ConnectTimeout).
+		SetKeepAlive(mqttconn.KeepAlive).
+		SetPingTimeout(mqttconn.PingTimeout).
 		SetWriteTimeout(10*time.Second).
 		SetOrderMatters(true). // the handler only enqueues; keep arrival order
 		// The writer acknowledges after the commit, never paho.
