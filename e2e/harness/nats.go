@@ -190,6 +190,7 @@ type NATSConf struct {
 	StreamReplicas int           // mqtt stream_replicas; 0 leaves the server's choice
 	AckWait        time.Duration // mqtt ack_wait; 0 leaves the server's 30s
 	MaxAckPending  int           // mqtt max_ack_pending; 0 leaves the server's 1024
+	JSAPITimeout   time.Duration // mqtt js_api_timeout; 0 leaves the server's 5s
 	MQTTExtra      []string      // more lines inside mqtt {}
 	Extra          []string      // more top-level lines
 }
@@ -229,6 +230,13 @@ func WithNATSUser(name, password string) NATSOption {
 // sends it again to a connected client.
 func WithMQTTAckWait(d time.Duration) NATSOption {
 	return func(c *NATSConf) { c.AckWait = d }
+}
+
+// WithMQTTJSAPITimeout sets the MQTT gateway's js_api_timeout: how long it
+// waits for JetStream on a client's behalf (a CONNECT, a QoS 1 or 2
+// store) before it gives up and closes the connection.
+func WithMQTTJSAPITimeout(d time.Duration) NATSOption {
+	return func(c *NATSConf) { c.JSAPITimeout = d }
 }
 
 // WithMQTTMaxAckPending sets the MQTT gateway's max_ack_pending: QoS 1 and 2
