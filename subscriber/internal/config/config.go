@@ -146,6 +146,10 @@ func (c *Config) validate() error {
 		if err := topic.ValidateShareGroup(c.ShareGroup); err != nil {
 			return bad("MQTT_SHARE_GROUP", "%q %w", c.ShareGroup, err)
 		}
+		// A member probes the group on a topic named after its client id.
+		if err := topic.ValidateName(topic.ShareProbe(c.ClientID)); err != nil {
+			return bad("MQTT_CLIENT_ID", "%q: with MQTT_SHARE_GROUP it names the probe topic %q, which %w", c.ClientID, topic.ShareProbe(c.ClientID), err)
+		}
 	}
 	if err := c.loadTLS(mqttconn.Secure(brokers)); err != nil {
 		return err
