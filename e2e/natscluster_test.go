@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,8 +144,10 @@ func (f failover) reconnects() string {
 func (c *natsCluster) roles(t *testing.T, n *harness.NATS, members []member) []string {
 	t.Helper()
 	var roles []string
-	if c.StreamLeader(t, harness.NATSMessagesStream) == n {
-		roles = append(roles, "leader of "+harness.NATSMessagesStream)
+	for _, stream := range []string{harness.NATSMessagesStream, harness.NATSRetainedStream} {
+		if c.StreamLeader(t, stream) == n {
+			roles = append(roles, "leader of "+stream)
+		}
 	}
 	if c.MetaLeader(t) == n {
 		roles = append(roles, "meta leader")
@@ -334,6 +337,150 @@ func requireNothingMissing(t *testing.T, prefix string, tallies [3]tally) {
 		}
 		if broker := c.unflaggedTwice - c.unconfirmedTwice; broker+c.newFlagged > 0 {
 			t.Logf("%s QoS %d: %d acknowledged messages stored twice without duplicate: true and %d new messages flagged, from messages NATS sent again after a node loss (not met: see docs/scaling.md)", prefix, q, broker, c.newFlagged)
+		}
+	}
+}
+
+// statusRows are the rows stored on a client's status topic, oldest first.
+func statusRows(t *testing.T, s *harness.Service, clientID string) []stored {
+	t.Helper()
+	rows := listAll(t, s, "clients/"+clientID+"/status")
+	slices.Reverse(rows)
+	return rows
+}
+
+func payloads(rows []stored) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.Payload
+		if r.Retained {
+			out[i] += " (retained)"
+		}
+	}
+	return out
+}
+
+// A retained message and a last will survive the loss of a node. The node
+// holding the publisher's connection is killed: the publisher connects
+// again elsewhere and says online again (NATS keeps a will only in the
+// memory of that node, so none is published: docs/scaling.md). The
+// publisher is then SIGKILLed: its new node publishes its will, offline,
+// retained. Then the leader of the retained messages' stream is killed: a
+// subscriber that arrives afterwards still gets the retained message and
+// the will.
+func TestNATSClusterRetainedAndWill(t *testing.T) {
+	c := startNATSCluster(t)
+	pubID := clientID(t, "pub")
+	pub := startPublisher(t, c, c.env("publisher", 0, map[string]string{"MQTT_CLIENT_ID": pubID, "LOG_LEVEL": "info"}))
+	// A subscriber that sees the status topics all along.
+	watch := startSubscriber(t, c, c.env("subscriber", 2, map[string]string{
+		"MQTT_CLIENT_ID": clientID(t, "watch"), "MQTT_TOPICS": "clients/#,cr/#", "LOG_LEVEL": "info"}))
+	pub.WaitReady(t, 30*time.Second)
+	watch.WaitReady(t, 30*time.Second)
+	settled(t, pub)
+	publish(t, pub, `{"topic":"cr/state","message":"on","qos":1,"retain":true}`)
+
+	members := []member{{"publisher", pubID, pub, "mqtt connection lost", "mqtt connected"}}
+	home := c.NodeOf(t, pubID, 10*time.Second)
+	f := c.killNode(t, home, c.roles(t, home, members), members)
+	checkReconnects(t, []failover{f})
+	if !harness.Eventually(10*time.Second, func() bool {
+		rows := statusRows(t, watch, pubID)
+		return len(rows) >= 2 && rows[len(rows)-1].Payload == "online"
+	}) {
+		t.Errorf("publisher's status after its node was killed: %q, want online again", payloads(statusRows(t, watch, pubID)))
+	}
+	for _, r := range statusRows(t, watch, pubID) {
+		if r.Payload == "offline" {
+			t.Logf("the publisher's will was published when its node was killed")
+		}
+	}
+	home.Start()
+	c.WaitReady(t, 60*time.Second)
+
+	// The publisher dies; its will is on the node it failed over to.
+	pub.Kill()
+	if !harness.Eventually(10*time.Second, func() bool {
+		rows := statusRows(t, watch, pubID)
+		return len(rows) > 0 && rows[len(rows)-1].Payload == "offline"
+	}) {
+		t.Fatalf("no will after the publisher was killed: %q", payloads(statusRows(t, watch, pubID)))
+	}
+	t.Logf("publisher's status as seen all along: %q", payloads(statusRows(t, watch, pubID)))
+
+	leader := c.StreamLeader(t, harness.NATSRetainedStream)
+	c.killNode(t, leader, c.roles(t, leader, nil), nil)
+
+	// A subscriber that arrives afterwards. Right after a kill NATS may
+	// refuse a subscription (SUBACK 0x80); the subscriber subscribes again.
+	late := startSubscriber(t, c, c.env("subscriber", 0, map[string]string{
+		"MQTT_CLIENT_ID": clientID(t, "late"), "MQTT_TOPICS": "clients/#,cr/#", "LOG_LEVEL": "info"}))
+	late.WaitReady(t, 60*time.Second)
+	if n := logged(late, "subscribe failed"); n > 0 {
+		t.Logf("the late subscriber's subscription was refused %d times before it was granted", n)
+	}
+	rows := waitStored(t, late, "cr/#", 1, 15*time.Second)
+	if r := rows[0]; r.Payload != "on" || !r.Retained {
+		t.Errorf("after the kill of %s: cr/state %q retained %v, want on, retained", leader.Name(), r.Payload, r.Retained)
+	}
+	var status []string
+	if !harness.Eventually(15*time.Second, func() bool {
+		status = payloads(statusRows(t, late, pubID))
+		return len(status) > 0
+	}) || status[len(status)-1] != "offline (retained)" {
+		t.Errorf("after the kill of %s: the publisher's status %q, want offline (retained)", leader.Name(), status)
+	}
+}
+
+// Subscribers scale on NATS by disjoint MQTT_TOPICS (it has no shared
+// subscriptions): two subscribers on different nodes, each with its own
+// filters, writing to one PostgreSQL database, store every message exactly
+// once between them.
+func TestNATSClusterDisjointTopics(t *testing.T) {
+	c := startNATSCluster(t)
+	db := harness.Postgres(t)
+	subs := map[string]*harness.Service{}
+	for k, filter := range []string{"dj/a/#", "dj/b/#"} {
+		subs[filter] = startSubscriber(t, c, c.env("subscriber", 1+k, map[string]string{
+			"MQTT_CLIENT_ID": clientID(t, fmt.Sprintf("sub-%d", k)), "DATABASE_URL": db, "MQTT_TOPICS": filter, "LOG_LEVEL": "info"}))
+	}
+	pub := startPublisher(t, c, c.env("publisher", 0, map[string]string{"LOG_LEVEL": "info"}))
+	pub.WaitReady(t, 30*time.Second)
+	for _, s := range subs {
+		s.WaitReady(t, 30*time.Second)
+	}
+	settled(t, pub)
+
+	// Topics dj/<a or b>/<n>: the load's unique payloads, spread by prefix.
+	loads := map[string]*load{"dj/a": {}, "dj/b": {}}
+	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	var running sync.WaitGroup
+	for prefix, l := range loads {
+		running.Go(func() { l.run(ctx, pub.URL(), prefix, 400, 2) })
+	}
+	running.Wait()
+	one := subs["dj/a/#"]
+	for prefix, l := range loads {
+		requireExact(t, prefix, audit(t, one, prefix, l, 30*time.Second, nil), true)
+	}
+	for filter, s := range subs {
+		other := "dj/a/"
+		if filter == "dj/a/#" {
+			other = "dj/b/"
+		}
+		arrived, foreign := 0, 0
+		for _, l := range s.Logs() {
+			if l["msg"] == "message arrived" {
+				arrived++
+				if topic, _ := l["topic"].(string); strings.HasPrefix(topic, other) {
+					foreign++
+				}
+			}
+		}
+		t.Logf("subscriber of %s: %d arrivals", filter, arrived)
+		if arrived == 0 || foreign > 0 {
+			t.Errorf("subscriber of %s: %d arrivals, %d of them outside its filter", filter, arrived, foreign)
 		}
 	}
 }
