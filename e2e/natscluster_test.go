@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,12 +35,30 @@ type natsCluster struct {
 	passwords map[string]string
 }
 
+// startNATSCluster starts three nodes whose users come, as in the compose
+// profile, from the file deploy/nats/init-auth.sh writes; the passwords
+// hold characters the NATS configuration format would otherwise take for
+// syntax.
 func startNATSCluster(t *testing.T) *natsCluster {
 	t.Helper()
-	pw := map[string]string{"publisher": "pub-" + aclRandomHex(t), "subscriber": "sub-" + aclRandomHex(t)}
+	pw := map[string]string{"publisher": `pub-"#,}\` + aclRandomHex(t), "subscriber": "sub- ;" + aclRandomHex(t)}
 	c := harness.StartNATSCluster(t, 3, harness.WithMQTTAckWait(clusterAckWait), harness.WithMQTTJSAPITimeout(clusterJSAPITimeout),
-		harness.WithNATSUser("publisher", pw["publisher"]), harness.WithNATSUser("subscriber", pw["subscriber"]))
+		harness.WithNATSUsersFile(natsUsersFile(t, pw)))
 	return &natsCluster{NATSCluster: c, passwords: pw}
+}
+
+// natsUsersFile runs the compose profile's deploy/nats/init-auth.sh with
+// passwords and returns the file it wrote.
+func natsUsersFile(t *testing.T, passwords map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("sh", filepath.Join(harness.RepoRoot(t), "deploy", "nats", "init-auth.sh"))
+	cmd.Env = append(os.Environ(), "AUTH_DIR="+dir,
+		"PUBLISHER_MQTT_PASSWORD="+passwords["publisher"], "SUBSCRIBER_MQTT_PASSWORD="+passwords["subscriber"])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("init-auth.sh: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "users.conf")
 }
 
 // env logs in as user and lists every node, starting from node first: the

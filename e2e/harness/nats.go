@@ -187,12 +187,15 @@ type NATSConf struct {
 	Trace          bool   // log every protocol operation
 
 	Users          []NATSUser
+	UsersInclude   string // a file of users to include instead, relative to the configuration's directory
 	StreamReplicas int           // mqtt stream_replicas; 0 leaves the server's choice
 	AckWait        time.Duration // mqtt ack_wait; 0 leaves the server's 30s
 	MaxAckPending  int           // mqtt max_ack_pending; 0 leaves the server's 1024
 	JSAPITimeout   time.Duration // mqtt js_api_timeout; 0 leaves the server's 5s
 	MQTTExtra      []string      // more lines inside mqtt {}
 	Extra          []string      // more top-level lines
+
+	usersFile string // copied to UsersInclude in the node's directory
 }
 
 // Render fills the template at path (NATSConfTemplate under the
@@ -223,6 +226,13 @@ type NATSOption func(*NATSConf)
 // WithNATSUser adds a user; once there is one, anonymous clients are refused.
 func WithNATSUser(name, password string) NATSOption {
 	return func(c *NATSConf) { c.Users = append(c.Users, NATSUser{Name: name, Password: password}) }
+}
+
+// WithNATSUsersFile has every node include the users of file (as
+// deploy/nats/init-auth.sh writes it for the compose profile nats) instead
+// of listing users itself.
+func WithNATSUsersFile(file string) NATSOption {
+	return func(c *NATSConf) { c.UsersInclude, c.usersFile = "auth/users.conf", file }
 }
 
 // WithMQTTAckWait sets the MQTT gateway's ack_wait: how long a delivered QoS
@@ -318,6 +328,18 @@ func newNATS(tb testing.TB, conf NATSConf, opts []NATSOption) *NATS {
 	n := &NATS{tb: tb, bin: bin, conf: conf, dir: dir, path: filepath.Join(dir, "nats.conf")}
 	if err := os.WriteFile(n.path, text, 0o600); err != nil {
 		tb.Fatalf("write nats.conf: %v", err)
+	}
+	if conf.usersFile != "" {
+		users, err := os.ReadFile(conf.usersFile)
+		if err == nil {
+			dst := filepath.Join(dir, conf.UsersInclude)
+			if err = os.MkdirAll(filepath.Dir(dst), 0o700); err == nil {
+				err = os.WriteFile(dst, users, 0o600)
+			}
+		}
+		if err != nil {
+			tb.Fatalf("copy the users file: %v", err)
+		}
 	}
 	tb.Cleanup(func() {
 		n.signal(syscall.SIGCONT)
