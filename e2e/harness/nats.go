@@ -187,7 +187,7 @@ type NATSConf struct {
 	Trace          bool   // log every protocol operation
 
 	Users          []NATSUser
-	UsersInclude   string // a file of users to include instead, relative to the configuration's directory
+	UsersInclude   string        // a file of users to include instead, relative to the configuration's directory
 	StreamReplicas int           // mqtt stream_replicas; 0 leaves the server's choice
 	AckWait        time.Duration // mqtt ack_wait; 0 leaves the server's 30s
 	MaxAckPending  int           // mqtt max_ack_pending; 0 leaves the server's 1024
