@@ -306,6 +306,9 @@ func TestNATSClusterFailover(t *testing.T) {
 	t.Logf("load ran for %v", time.Since(start).Round(time.Second))
 
 	checkReconnects(t, fails)
+	if n := logged(sub, "subscribe failed"); n > 0 {
+		t.Logf("the subscriber's subscriptions were refused %d times after a kill, and subscribed again", n)
+	}
 	for _, prefix := range []string{"cluster/u", "cluster/i"} {
 		l := loads[prefix]
 		tallies := audit(t, sub, prefix, l, 90*time.Second, nil)

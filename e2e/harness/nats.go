@@ -492,6 +492,24 @@ func poll(d time.Duration, cond func() bool) bool {
 	}
 }
 
+// Reconfigure applies opts to the node's configuration, writes it and
+// has the running server reload it (SIGHUP); settings the server does not
+// reload take effect at the next Start.
+func (n *NATS) Reconfigure(tb testing.TB, opts ...NATSOption) {
+	tb.Helper()
+	for _, o := range opts {
+		o(&n.conf)
+	}
+	text, err := n.conf.Render(filepath.Join(RepoRoot(tb), NATSConfTemplate))
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(n.path, text, 0o600); err != nil {
+		tb.Fatalf("write nats.conf: %v", err)
+	}
+	n.signal(syscall.SIGHUP)
+}
+
 // Stop sends SIGTERM and waits for the exit (at most 30s, then SIGKILL).
 func (n *NATS) Stop() { n.tb.Helper(); n.stop(syscall.SIGTERM) }
 
