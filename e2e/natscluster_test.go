@@ -508,3 +508,54 @@ func TestNATSClusterDisjointTopics(t *testing.T) {
 		}
 	}
 }
+
+// A node that stops answering without closing its connections (frozen,
+// cut off by the network: SIGSTOP here) is noticed only by the services'
+// keepalive: nothing comes from it for 5s, a PINGREQ goes unanswered for
+// 5s more (mqttconn.KeepAlive, mqttconn.PingTimeout, checked every
+// 1.25s). Then they connect to another node.
+func TestNATSClusterNodePaused(t *testing.T) {
+	c := startNATSCluster(t)
+	pubID, subID := clientID(t, "pub"), clientID(t, "sub")
+	pub := startPublisher(t, c, c.env("publisher", 0, map[string]string{"MQTT_CLIENT_ID": pubID, "LOG_LEVEL": "info"}))
+	sub := startSubscriber(t, c, c.env("subscriber", 0, map[string]string{"MQTT_CLIENT_ID": subID, "MQTT_TOPICS": "np/#", "LOG_LEVEL": "info"}))
+	pub.WaitReady(t, 30*time.Second)
+	sub.WaitReady(t, 30*time.Second)
+	settled(t, pub)
+	members := []member{
+		{"publisher", pubID, pub, "mqtt connection lost", "mqtt connected"},
+		{"subscriber", subID, sub, "connection to broker lost", "subscribed"},
+	}
+	node := c.NodeOf(t, pubID, 10*time.Second)
+	if c.NodeOf(t, subID, 10*time.Second) != node {
+		t.Fatalf("the services are on different nodes")
+	}
+	paused := time.Now()
+	node.Pause()
+	defer node.Resume()
+	// What the services control is when they notice; connecting elsewhere
+	// then takes what a kill takes (the paused node may have led JetStream
+	// groups, whose new leaders are elected meanwhile), and starts with
+	// the next node of the list, not the paused one.
+	const notice = 5*time.Second + 5*time.Second + 1250*time.Millisecond + 2*time.Second // the last for a loaded machine
+	for _, m := range members {
+		lost, ok := m.loggedAfter(paused, m.lost, 30*time.Second)
+		if !ok {
+			t.Errorf("%s did not notice that %s stopped answering within 30s", m.name, node.Name())
+			continue
+		}
+		at, ok := m.loggedAfter(lost, m.connected, 30*time.Second)
+		if !ok {
+			t.Errorf("%s not connected again within 30s of noticing", m.name)
+			continue
+		}
+		t.Logf("%s: noticed %v after %s was paused, connected again after %v", m.name, lost.Sub(paused).Round(time.Millisecond), node.Name(), at.Sub(paused).Round(time.Millisecond))
+		if d := lost.Sub(paused); d > notice {
+			t.Errorf("%s noticed %v after its node was paused, want within %v", m.name, d.Round(time.Millisecond), notice)
+		}
+	}
+	publish(t, pub, publishBody(t, "np/after", "x", 1))
+	waitStored(t, sub, "np/after", 1, 15*time.Second)
+	node.Resume()
+	c.WaitReady(t, 60*time.Second)
+}

@@ -83,3 +83,30 @@ func FuzzParseBrokers(f *testing.F) {
 		}
 	})
 }
+
+func TestRotateAfter(t *testing.T) {
+	brokers, err := ParseBrokers("tcp://a:1883,tcp://b:1883,tcp://c:1883")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ last, want string }{
+		{"tcp://a:1883", "tcp://b:1883 tcp://c:1883 tcp://a:1883"},
+		{"tcp://b:1883", "tcp://c:1883 tcp://a:1883 tcp://b:1883"},
+		{"tcp://c:1883", "tcp://a:1883 tcp://b:1883 tcp://c:1883"},
+		{"tcp://d:1883", "tcp://a:1883 tcp://b:1883 tcp://c:1883"},
+		{"", "tcp://a:1883 tcp://b:1883 tcp://c:1883"},
+	}
+	for _, tt := range tests {
+		got := RotateAfter(brokers, tt.last)
+		var s []string
+		for _, u := range got {
+			s = append(s, u.String())
+		}
+		if strings.Join(s, " ") != tt.want {
+			t.Errorf("RotateAfter(%s) = %s, want %s", tt.last, strings.Join(s, " "), tt.want)
+		}
+	}
+	if brokers[0].String() != "tcp://a:1883" {
+		t.Errorf("RotateAfter changed its argument: %v", brokers)
+	}
+}

@@ -96,9 +96,12 @@ type Ingester struct {
 	subscribed bool
 	generation int // counts connections, so a stale OnConnect cannot mark a newer one subscribed
 	connErr    error
-	subErr     error           // why the last subscription attempt failed
-	wires      map[int64]*wire // connections that may still hold releases or confirmations
-	failWarned time.Time       // the last connection failure logged at WARN
+	subErr     error // why the last subscription attempt failed
+	// connectedTo is the broker of the latest connection that was made:
+	// after losing it, the next attempt starts with the broker after it.
+	connectedTo string
+	wires       map[int64]*wire // connections that may still hold releases or confirmations
+	failWarned  time.Time       // the last connection failure logged at WARN
 
 	conns      atomic.Int64         // the last connection number handed out
 	current    atomic.Pointer[wire] // the connection being used (or tried)
@@ -168,6 +171,7 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		SetDefaultPublishHandler(i.handle).
 		SetOnConnectHandler(i.onConnect).
 		SetConnectionLostHandler(i.onConnectionLost).
+		SetReconnectingHandler(i.onReconnecting).
 		SetConnectionNotificationHandler(i.onNotification).
 		SetCustomOpenConnectionFn(i.open).
 		SetWill(cfg.StatusTopic, "offline", 1, true)
@@ -262,6 +266,7 @@ func (i *Ingester) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		return nil, errors.Join(fmt.Errorf("record connection %d: %w", num, err), nc.Close())
 	}
 	w := newWire(nc, num, i.connack, i.wake)
+	w.broker = uri.String()
 	i.mu.Lock()
 	i.wires[num] = w
 	i.mu.Unlock()
@@ -307,6 +312,9 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 	i.mu.Lock()
 	i.connected = true
 	i.connErr, i.subErr = nil, nil
+	if w := i.current.Load(); w != nil {
+		i.connectedTo = w.broker
+	}
 	i.generation++
 	gen := i.generation
 	i.mu.Unlock()
@@ -409,6 +417,16 @@ func (i *Ingester) onConnectionLost(_ mqtt.Client, err error) {
 	i.m.Connected.Set(0)
 	i.m.Subscribed.Set(0)
 	i.log.Warn("connection to broker lost", "err", err)
+}
+
+// onReconnecting runs before each reconnect attempt: it tries the brokers
+// starting with the one after the broker it lost (mqttconn.RotateAfter;
+// Paho reads the list from o).
+func (i *Ingester) onReconnecting(_ mqtt.Client, o *mqtt.ClientOptions) {
+	i.mu.Lock()
+	last := i.connectedTo
+	i.mu.Unlock()
+	o.Servers = mqttconn.RotateAfter(o.Servers, last)
 }
 
 // onNotification says why connection attempts fail (a wrong password, an
