@@ -221,9 +221,10 @@ func TestNATSClusterFailover(t *testing.T) {
 	settled(t, pub)
 
 	// NATS holds a connection whose publish JetStream cannot store and
-	// closes it after js_api_timeout: a 503 for a connection lost may take
-	// that long.
-	lost := clusterJSAPITimeout + time.Second
+	// closes it after js_api_timeout, and a node that stalls holds up
+	// writes: a 503 for a connection lost may take up to PUBLISH_TIMEOUT
+	// (5s; after it the answer is 504).
+	lost := 5*time.Second + time.Second
 	loads := map[string]*load{
 		"cluster/u": {pace: 10 * time.Millisecond, lostWithin: lost},
 		"cluster/i": {identical: true, pace: 10 * time.Millisecond, lostWithin: lost},
@@ -272,12 +273,12 @@ func TestNATSClusterFailover(t *testing.T) {
 				wanted[r] = true
 			}
 		}
-		time.Sleep(time.Second)
+		time.Sleep(500 * time.Millisecond)
 		restarted := time.Now()
 		victim.Start()
 		c.WaitReady(t, 60*time.Second)
 		t.Logf("%s started again; cluster ready after %v", victim.Name(), time.Since(restarted).Round(10*time.Millisecond))
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
 	for r, hit := range wanted {
 		if !hit {
@@ -291,7 +292,7 @@ func TestNATSClusterFailover(t *testing.T) {
 		t.Fatalf("the subscriber is connected to no node")
 	}
 	fails = append(fails, c.killNode(t, down, c.roles(t, down, members), members))
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Second)
 
 	// The subscriber crashes while that node is down.
 	sub.Kill()
@@ -300,7 +301,7 @@ func TestNATSClusterFailover(t *testing.T) {
 	sub.Restart()
 	sub.WaitReady(t, 60*time.Second)
 	t.Logf("subscriber SIGKILLed with %s down; ready again %v after its restart", down.Name(), time.Since(restarted).Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
+	time.Sleep(2 * time.Second)
 	stop()
 	running.Wait()
 	t.Logf("load ran for %v", time.Since(start).Round(time.Second))
@@ -526,9 +527,17 @@ func TestNATSClusterNodePaused(t *testing.T) {
 		{"publisher", pubID, pub, "mqtt connection lost", "mqtt connected"},
 		{"subscriber", subID, sub, "connection to broker lost", "subscribed"},
 	}
+	// Both start on the first node of their list; a slow start of the
+	// cluster may have moved one: the services on the publisher's node are
+	// measured.
 	node := c.NodeOf(t, pubID, 10*time.Second)
-	if c.NodeOf(t, subID, 10*time.Second) != node {
-		t.Fatalf("the services are on different nodes")
+	var on []member
+	for _, m := range members {
+		if c.NodeOf(t, m.clientID, 10*time.Second) == node {
+			on = append(on, m)
+		} else {
+			t.Logf("%s is not on %s", m.name, node.Name())
+		}
 	}
 	paused := time.Now()
 	node.Pause()
@@ -538,7 +547,7 @@ func TestNATSClusterNodePaused(t *testing.T) {
 	// groups, whose new leaders are elected meanwhile), and starts with
 	// the next node of the list, not the paused one.
 	const notice = 5*time.Second + 5*time.Second + 1250*time.Millisecond + 2*time.Second // the last for a loaded machine
-	for _, m := range members {
+	for _, m := range on {
 		lost, ok := m.loggedAfter(paused, m.lost, 30*time.Second)
 		if !ok {
 			t.Errorf("%s did not notice that %s stopped answering within 30s", m.name, node.Name())
