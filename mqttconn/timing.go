@@ -7,8 +7,9 @@ import "time"
 // these and by the broker (docs/scaling.md has the figures measured on a
 // NATS cluster).
 const (
-	// ConnectRetryInterval is the first pause after every URL of
-	// MQTT_BROKER failed; Paho doubles it while attempts keep failing.
+	// ConnectRetryInterval is the pause between attempts before the first
+	// connection. After a lost one, Paho pauses 1s once every URL of
+	// MQTT_BROKER failed, doubling it while attempts keep failing.
 	ConnectRetryInterval = time.Second
 	// MaxReconnectInterval caps that pause: once a broker answers again,
 	// the next attempt is at most this far off.
@@ -17,7 +18,8 @@ const (
 	// a node that accepts connections without answering (stopped,
 	// overloaded) holds up the next URL of the list this long at most. A
 	// NATS node itself closes a connection whose CONNECT it cannot serve
-	// within 5s (its JetStream API timeout).
+	// within its js_api_timeout (5s by default, 2s in the stack's
+	// cluster).
 	ConnectTimeout = 5 * time.Second
 	// KeepAlive and PingTimeout: a connection from which nothing has come
 	// for KeepAlive gets a PINGREQ, and is given up PingTimeout later
