@@ -359,6 +359,8 @@ func TestBrokerConfigSubscriberOnlyReads(t *testing.T) {
 		{"another client's status topic", "clients/publisher/status", false},
 		{"a status topic of a sub-level", "clients/subscriber-3f2a9c/status/x", false},
 		{"its own status topic", "clients/subscriber-3f2a9c/status", true},
+		{"its own share-group probe topic", "clients/subscriber-3f2a9c/share-probe", true},
+		{"another client's share-group probe topic", "clients/subscriber-0/share-probe", false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

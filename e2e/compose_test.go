@@ -7,6 +7,7 @@ import (
 	"go/parser"
 	"go/token"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,6 +204,28 @@ func composeContainerPort(mapping string) string {
 	return p
 }
 
+// brokerHosts are the host names of a service's MQTT_BROKER list
+// ("tcp://nats-1:1883,tcp://nats-2:1883" -> nats-1, nats-2).
+func (s composeService) brokerHosts(t *testing.T) []string {
+	t.Helper()
+	var hosts []string
+	for u := range strings.SplitSeq(s.Environment["MQTT_BROKER"], ",") {
+		parsed, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || parsed.Hostname() == "" {
+			t.Fatalf("MQTT_BROKER element %q: not a broker URL", u)
+		}
+		hosts = append(hosts, parsed.Hostname())
+	}
+	return hosts
+}
+
+// onNATS reports whether a service's brokers are the NATS nodes of the
+// profile nats (else it uses Mosquitto).
+func (s composeService) onNATS(t *testing.T) bool {
+	t.Helper()
+	return strings.HasPrefix(s.brokerHosts(t)[0], "nats-")
+}
+
 func TestComposeFileHasNoVersionKey(t *testing.T) {
 	_, raw, _ := loadCompose(t)
 	if _, ok := raw["version"]; ok {
@@ -241,17 +264,22 @@ func TestComposeEnvironmentIsReadByTheService(t *testing.T) {
 
 func TestComposeInitEnvironmentIsReadByTheScript(t *testing.T) {
 	root, _, cf := loadCompose(t)
-	s, ok := cf.Services["mosquitto-init"]
-	if !ok {
-		t.Fatalf("no service mosquitto-init")
-	}
-	script, err := os.ReadFile(filepath.Join(root, "deploy", "mosquitto", "init-auth.sh"))
-	if err != nil {
-		t.Fatalf("read init-auth.sh: %v", err)
-	}
-	for k := range s.Environment {
-		if !bytes.Contains(script, []byte("${"+k)) && !bytes.Contains(script, []byte("$"+k)) {
-			t.Errorf("mosquitto-init sets %s, which deploy/mosquitto/init-auth.sh does not read", k)
+	for service, script := range map[string]string{
+		"mosquitto-init": "deploy/mosquitto/init-auth.sh",
+		"nats-init":      "deploy/nats/init-auth.sh",
+	} {
+		s, ok := cf.Services[service]
+		if !ok {
+			t.Fatalf("no service %s", service)
+		}
+		text, err := os.ReadFile(filepath.Join(root, script))
+		if err != nil {
+			t.Fatalf("read %s: %v", script, err)
+		}
+		for k := range s.Environment {
+			if !bytes.Contains(text, []byte("${"+k)) && !bytes.Contains(text, []byte("$"+k)) {
+				t.Errorf("%s sets %s, which %s does not read", service, k, script)
+			}
 		}
 	}
 }
@@ -377,7 +405,17 @@ func TestComposeMaxInflightMatchesBroker(t *testing.T) {
 		if s.module() != "publisher" {
 			continue
 		}
-		if got := s.Environment["MQTT_MAX_INFLIGHT"]; got != broker {
+		got := s.Environment["MQTT_MAX_INFLIGHT"]
+		if s.onNATS(t) {
+			// NATS drops nothing past a limit: it takes up to 1024
+			// unacknowledged publishes from one connection (more wait in
+			// TCP, NATS-NOTES / docs/scaling.md).
+			if n, err := strconv.Atoi(got); err != nil || n < 1 || n > 1024 {
+				t.Errorf("service %s: MQTT_MAX_INFLIGHT %q, want 1 to 1024 on NATS", name, got)
+			}
+			continue
+		}
+		if got != broker {
 			t.Errorf("service %s: MQTT_MAX_INFLIGHT %q, want %s, the max_inflight_messages of mosquitto.conf", name, got, broker)
 		}
 	}
@@ -429,8 +467,11 @@ func TestComposeHealthChecksAndStartOrder(t *testing.T) {
 			if got, want := s.Healthcheck.Test, []string{"CMD", "/usr/local/bin/" + m, "healthcheck", "ready"}; !slices.Equal(got, want) {
 				t.Errorf("service %s: health check %q, want %q (the binary's own check of /readyz; the image has no shell)", name, got, want)
 			}
-			if got := s.DependsOn["mosquitto"].Condition; got != "service_healthy" {
-				t.Errorf("service %s: depends_on mosquitto condition %q, want service_healthy", name, got)
+			// It starts once every broker of its list is healthy.
+			for _, host := range s.brokerHosts(t) {
+				if got := s.DependsOn[host].Condition; got != "service_healthy" {
+					t.Errorf("service %s: depends_on %s condition %q, want service_healthy", name, host, got)
+				}
 			}
 		}
 		for dep, d := range s.DependsOn {
@@ -446,6 +487,11 @@ func TestComposeHealthChecksAndStartOrder(t *testing.T) {
 	}
 	if got := cf.Services["mosquitto"].DependsOn["mosquitto-init"].Condition; got != "service_completed_successfully" {
 		t.Errorf("mosquitto: depends_on mosquitto-init condition %q, want service_completed_successfully", got)
+	}
+	for _, node := range composeNATSNodes {
+		if got := cf.Services[node].DependsOn["nats-init"].Condition; got != "service_completed_successfully" {
+			t.Errorf("%s: depends_on nats-init condition %q, want service_completed_successfully", node, got)
+		}
 	}
 }
 
@@ -464,6 +510,7 @@ func TestComposeCredentialsAgree(t *testing.T) {
 	for _, u := range users {
 		inACL[u[1]] = true
 	}
+	natsInitEnv := cf.Services["nats-init"].Environment
 	for name, s := range cf.Services {
 		m := s.module()
 		if m == "" {
@@ -473,10 +520,21 @@ func TestComposeCredentialsAgree(t *testing.T) {
 		if user != m {
 			t.Errorf("service %s: MQTT_USERNAME %q, want %q", name, user, m)
 		}
+		key := strings.ToUpper(m) + "_MQTT_PASSWORD"
+		if s.onNATS(t) {
+			// deploy/nats/init-auth.sh writes the users publisher and
+			// subscriber with these two variables' values.
+			if got, want := s.Environment["MQTT_PASSWORD"], natsInitEnv[key]; got != want || want == "" {
+				t.Errorf("service %s: MQTT_PASSWORD %q, want %q, the value nats-init writes as %s", name, got, want, key)
+			}
+			if got, want := s.Environment["MQTT_BROKER"], composeNATSBrokers(); got != want {
+				t.Errorf("service %s: MQTT_BROKER %q, want every node: %q", name, got, want)
+			}
+			continue
+		}
 		if !inACL[user] {
 			t.Errorf("service %s: user %q has no section in deploy/mosquitto/acl", name, user)
 		}
-		key := strings.ToUpper(m) + "_MQTT_PASSWORD"
 		if got, want := s.Environment["MQTT_PASSWORD"], initEnv[key]; got != want || want == "" {
 			t.Errorf("service %s: MQTT_PASSWORD %q, want %q, the value mosquitto-init hashes as %s", name, got, want, key)
 		}
@@ -494,8 +552,9 @@ func TestComposeConfig(t *testing.T) {
 		args []string
 	}{
 		{"default", []string{"config", "-q"}},
-		{"all profiles", []string{"--profile", "postgres", "--profile", "monitoring", "config", "-q"}},
-		{".env.example", []string{"--env-file", ".env.example", "--profile", "postgres", "--profile", "monitoring", "config", "-q"}},
+		{"nats", []string{"--profile", "nats", "config", "-q"}},
+		{"all profiles", []string{"--profile", "postgres", "--profile", "monitoring", "--profile", "nats", "config", "-q"}},
+		{".env.example", []string{"--env-file", ".env.example", "--profile", "postgres", "--profile", "monitoring", "--profile", "nats", "config", "-q"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -235,10 +235,21 @@ func TestSubscriberLastWill(t *testing.T) {
 		t.Errorf("retained status = %q retained %v, want offline, retained", m.Payload, m.Retained)
 	}
 
-	// A graceful stop says offline itself.
-	sub.Restart()
+	// A graceful stop says offline itself. Wait for the restarted
+	// subscriber's own online first: the earlier one is still in the list.
 	n := len(w.Messages())
-	w.WaitFor(t, 15*time.Second, func(m harness.Message) bool { return string(m.Payload) == "online" })
+	sub.Restart()
+	if !harness.Eventually(15*time.Second, func() bool {
+		for _, m := range w.Messages()[n:] {
+			if string(m.Payload) == "online" {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no online status after the restart: %v", w.Messages())
+	}
+	n = len(w.Messages())
 	if code := sub.Stop(); code != 0 {
 		t.Errorf("graceful stop exited %d, want 0", code)
 	}

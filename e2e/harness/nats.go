@@ -187,11 +187,15 @@ type NATSConf struct {
 	Trace          bool   // log every protocol operation
 
 	Users          []NATSUser
+	UsersInclude   string        // a file of users to include instead, relative to the configuration's directory
 	StreamReplicas int           // mqtt stream_replicas; 0 leaves the server's choice
 	AckWait        time.Duration // mqtt ack_wait; 0 leaves the server's 30s
 	MaxAckPending  int           // mqtt max_ack_pending; 0 leaves the server's 1024
+	JSAPITimeout   time.Duration // mqtt js_api_timeout; 0 leaves the server's 5s
 	MQTTExtra      []string      // more lines inside mqtt {}
 	Extra          []string      // more top-level lines
+
+	usersFile string // copied to UsersInclude in the node's directory
 }
 
 // Render fills the template at path (NATSConfTemplate under the
@@ -224,11 +228,25 @@ func WithNATSUser(name, password string) NATSOption {
 	return func(c *NATSConf) { c.Users = append(c.Users, NATSUser{Name: name, Password: password}) }
 }
 
+// WithNATSUsersFile has every node include the users of file (as
+// deploy/nats/init-auth.sh writes it for the compose profile nats) instead
+// of listing users itself.
+func WithNATSUsersFile(file string) NATSOption {
+	return func(c *NATSConf) { c.UsersInclude, c.usersFile = "auth/users.conf", file }
+}
+
 // WithMQTTAckWait sets the MQTT gateway's ack_wait: how long a delivered QoS
 // 1 or 2 message (or PUBREL) waits for its acknowledgement before the server
 // sends it again to a connected client.
 func WithMQTTAckWait(d time.Duration) NATSOption {
 	return func(c *NATSConf) { c.AckWait = d }
+}
+
+// WithMQTTJSAPITimeout sets the MQTT gateway's js_api_timeout: how long it
+// waits for JetStream on a client's behalf (a CONNECT, a QoS 1 or 2
+// store) before it gives up and closes the connection.
+func WithMQTTJSAPITimeout(d time.Duration) NATSOption {
+	return func(c *NATSConf) { c.JSAPITimeout = d }
 }
 
 // WithMQTTMaxAckPending sets the MQTT gateway's max_ack_pending: QoS 1 and 2
@@ -310,6 +328,18 @@ func newNATS(tb testing.TB, conf NATSConf, opts []NATSOption) *NATS {
 	n := &NATS{tb: tb, bin: bin, conf: conf, dir: dir, path: filepath.Join(dir, "nats.conf")}
 	if err := os.WriteFile(n.path, text, 0o600); err != nil {
 		tb.Fatalf("write nats.conf: %v", err)
+	}
+	if conf.usersFile != "" {
+		users, err := os.ReadFile(conf.usersFile)
+		if err == nil {
+			dst := filepath.Join(dir, conf.UsersInclude)
+			if err = os.MkdirAll(filepath.Dir(dst), 0o700); err == nil {
+				err = os.WriteFile(dst, users, 0o600)
+			}
+		}
+		if err != nil {
+			tb.Fatalf("copy the users file: %v", err)
+		}
 	}
 	tb.Cleanup(func() {
 		n.signal(syscall.SIGCONT)
@@ -460,6 +490,24 @@ func poll(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// Reconfigure applies opts to the node's configuration, writes it and
+// has the running server reload it (SIGHUP); settings the server does not
+// reload take effect at the next Start.
+func (n *NATS) Reconfigure(tb testing.TB, opts ...NATSOption) {
+	tb.Helper()
+	for _, o := range opts {
+		o(&n.conf)
+	}
+	text, err := n.conf.Render(filepath.Join(RepoRoot(tb), NATSConfTemplate))
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(n.path, text, 0o600); err != nil {
+		tb.Fatalf("write nats.conf: %v", err)
+	}
+	n.signal(syscall.SIGHUP)
 }
 
 // Stop sends SIGTERM and waits for the exit (at most 30s, then SIGKILL).

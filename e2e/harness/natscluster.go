@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +255,34 @@ func (n *NATS) StreamMessages(tb testing.TB, stream string) int {
 		}
 	}
 	return -1
+}
+
+// NodeOf waits up to d until a running node holds an open MQTT connection
+// of clientID and returns that node, or nil when none does within d.
+func (c *NATSCluster) NodeOf(tb testing.TB, clientID string, d time.Duration) *NATS {
+	tb.Helper()
+	var found *NATS
+	poll(d, func() bool {
+		for _, n := range c.running() {
+			if n.holds(clientID) {
+				found = n
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// holds reports whether n has an open MQTT connection of clientID.
+func (n *NATS) holds(clientID string) bool {
+	resp, err := monitorClient.Get(n.MonitorURL() + "/connz?state=open&mqtt_client=" + url.QueryEscape(clientID))
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var info struct {
+		Conns int `json:"num_connections"`
+	}
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&info) == nil && info.Conns > 0
 }

@@ -70,6 +70,9 @@ type Client struct {
 	// such tokens open until a later session resends the message.
 	lost     chan struct{}
 	connects int
+	// connectedTo is the broker of the latest connection that was made:
+	// after losing it, the next attempt starts with the broker after it.
+	connectedTo string
 	// timeoutErr is what a publish that timed out returns.
 	timeoutErr error
 	// lastFailWarn rate-limits the warning for failed connection attempts,
@@ -100,13 +103,14 @@ func New(log *slog.Logger, o Options) (*Client, error) {
 		SetUsername(o.Username).
 		SetPassword(o.Password).
 		SetCleanSession(true).
-		SetKeepAlive(30*time.Second).
-		SetPingTimeout(10*time.Second).
-		SetConnectTimeout(10*time.Second).
+		// The same timing as the subscriber's (see mqttconn).
+		SetKeepAlive(mqttconn.KeepAlive).
+		SetPingTimeout(mqttconn.PingTimeout).
+		SetConnectTimeout(mqttconn.ConnectTimeout).
 		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
+		SetConnectRetryInterval(mqttconn.ConnectRetryInterval).
 		SetAutoReconnect(true).
-		SetMaxReconnectInterval(10*time.Second).
+		SetMaxReconnectInterval(mqttconn.MaxReconnectInterval).
 		// Counts the publishes awaiting acknowledgement (see inflight).
 		SetStore(f).
 		// Publish blocks while Paho hands the packet to its writer; bound it
@@ -162,6 +166,9 @@ func (c *Client) onConnect(client mqtt.Client) {
 	c.mu.Lock()
 	c.lost = make(chan struct{})
 	c.connects++
+	if c.conn != nil {
+		c.connectedTo = c.conn.Broker
+	}
 	reconnect := c.connects > 1
 	c.mu.Unlock()
 
@@ -199,9 +206,14 @@ func (c *Client) onConnectionLost(_ mqtt.Client, err error) {
 // onReconnecting runs in Paho's reconnect goroutine before each attempt, so
 // before a new session resends (and completes the tokens of) what the old one
 // left unacknowledged. onConnectionLost runs in a goroutine of its own and
-// may come later.
-func (c *Client) onReconnecting(mqtt.Client, *mqtt.ClientOptions) {
+// may come later. The attempt tries the brokers starting with the one after
+// the broker it lost (mqttconn.RotateAfter): Paho reads the list from o.
+func (c *Client) onReconnecting(_ mqtt.Client, o *mqtt.ClientOptions) {
 	c.markLost()
+	c.mu.Lock()
+	last := c.connectedTo
+	c.mu.Unlock()
+	o.Servers = mqttconn.RotateAfter(o.Servers, last)
 }
 
 func (c *Client) markLost() {

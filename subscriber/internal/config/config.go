@@ -72,6 +72,10 @@ func (c *Config) validate() error {
 		if err := topic.ValidateShareGroup(c.ShareGroup); err != nil {
 			return bad("MQTT_SHARE_GROUP", "%q %v", c.ShareGroup, err)
 		}
+		// A member probes the group on a topic named after its client id.
+		if err := topic.ValidateName(topic.ShareProbe(c.ClientID)); err != nil {
+			return bad("MQTT_CLIENT_ID", "%q: with MQTT_SHARE_GROUP it names the probe topic %q, which %v", c.ClientID, topic.ShareProbe(c.ClientID), err)
+		}
 	}
 	if err := c.parseDatabase(); err != nil {
 		return err

@@ -193,3 +193,19 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// A member of a share group sends its probe to a topic named after its
+// client id, so the id must fit in a topic name; without a group it need
+// not.
+func TestShareGroupClientIDNamesTheProbeTopic(t *testing.T) {
+	setenv(t, map[string]string{"MQTT_SHARE_GROUP": "g", "MQTT_CLIENT_ID": "sub+1", "MQTT_STATUS_TOPIC": "status/sub-1"})
+	_, err := Load()
+	var ce *service.Error
+	if !errors.As(err, &ce) || ce.Var != "MQTT_CLIENT_ID" || !strings.Contains(err.Error(), "share-probe") {
+		t.Errorf("Load() = %v, want an error naming MQTT_CLIENT_ID and the probe topic", err)
+	}
+	setenv(t, map[string]string{"MQTT_CLIENT_ID": "sub+1", "MQTT_STATUS_TOPIC": "status/sub-1"})
+	if _, err := Load(); err != nil {
+		t.Errorf("without a share group: Load() = %v, want nil", err)
+	}
+}

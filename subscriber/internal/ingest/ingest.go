@@ -56,6 +56,10 @@ type Config struct {
 	Queue int
 	// ShutdownTimeout bounds committing what is queued at shutdown (10s).
 	ShutdownTimeout time.Duration
+	// ShareProbeTimeout is how long a member of a share group waits for
+	// its probe before it reports the group not honoured
+	// (DefaultShareProbeTimeout).
+	ShareProbeTimeout time.Duration
 	// Committed, when set, is called by the writer after each commit with
 	// the stored messages (ids set), e.g. to feed a live stream.
 	Committed func([]store.Message)
@@ -82,6 +86,7 @@ type Ingester struct {
 	received [3]prometheus.Counter // m.Received by QoS, looked up once
 
 	client   mqtt.Client
+	probe    *shareProbe // nil without a share group
 	queue    chan *arrival
 	stopping chan struct{} // closed when shutdown begins
 	wakeup   chan struct{} // cap 1: a connection has a release or a confirmation
@@ -91,8 +96,12 @@ type Ingester struct {
 	subscribed bool
 	generation int // counts connections, so a stale OnConnect cannot mark a newer one subscribed
 	connErr    error
-	wires      map[int64]*wire // connections that may still hold releases or confirmations
-	failWarned time.Time       // the last connection failure logged at WARN
+	subErr     error // why the last subscription attempt failed
+	// connectedTo is the broker of the latest connection that was made:
+	// after losing it, the next attempt starts with the broker after it.
+	connectedTo string
+	wires       map[int64]*wire // connections that may still hold releases or confirmations
+	failWarned  time.Time       // the last connection failure logged at WARN
 
 	conns      atomic.Int64         // the last connection number handed out
 	current    atomic.Pointer[wire] // the connection being used (or tried)
@@ -117,6 +126,9 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.ShareProbeTimeout <= 0 {
+		cfg.ShareProbeTimeout = DefaultShareProbeTimeout
+	}
 	i := &Ingester{
 		log: log, cfg: cfg, st: st, m: m,
 		queue:    make(chan *arrival, cfg.Queue),
@@ -128,6 +140,9 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	}
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))
+	}
+	if cfg.ShareGroup != "" {
+		i.probe = newShareProbe(cfg.ShareGroup, cfg.ClientID, cfg.ShareProbeTimeout)
 	}
 	opts := mqtt.NewClientOptions().
 		SetClientID(cfg.ClientID).
@@ -141,11 +156,12 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true). // start while the broker is down
-		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5*time.Second).
-		SetConnectTimeout(10*time.Second).
-		SetKeepAlive(30*time.Second).
-		SetPingTimeout(10*time.Second).
+		// The same timing as the publisher's (see mqttconn).
+		SetConnectRetryInterval(mqttconn.ConnectRetryInterval).
+		SetMaxReconnectInterval(mqttconn.MaxReconnectInterval).
+		SetConnectTimeout(mqttconn.ConnectTimeout).
+		SetKeepAlive(mqttconn.KeepAlive).
+		SetPingTimeout(mqttconn.PingTimeout).
 		SetWriteTimeout(10*time.Second).
 		SetOrderMatters(true). // the handler only enqueues; keep arrival order
 		// The writer acknowledges after the commit, never paho.
@@ -155,6 +171,7 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		SetDefaultPublishHandler(i.handle).
 		SetOnConnectHandler(i.onConnect).
 		SetConnectionLostHandler(i.onConnectionLost).
+		SetReconnectingHandler(i.onReconnecting).
 		SetConnectionNotificationHandler(i.onNotification).
 		SetCustomOpenConnectionFn(i.open).
 		SetWill(cfg.StatusTopic, "offline", 1, true)
@@ -171,15 +188,22 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 // Ready reports why the subscriber cannot take messages, or nil.
 func (i *Ingester) Ready() error {
 	i.mu.Lock()
-	connected, subscribed, connErr := i.connected, i.subscribed, i.connErr
+	connected, subscribed, connErr, subErr := i.connected, i.subscribed, i.connErr, i.subErr
 	i.mu.Unlock()
 	switch {
 	case !connected && connErr != nil:
 		return fmt.Errorf("not connected to the broker: %w", connErr)
 	case !connected:
 		return errors.New("not connected to the broker")
+	case !subscribed && subErr != nil:
+		return fmt.Errorf("subscriptions not acknowledged: %w", subErr)
 	case !subscribed:
 		return errors.New("subscriptions not acknowledged")
+	}
+	if i.probe != nil {
+		if err := i.probe.ready(); err != nil {
+			return err
+		}
 	}
 	if p := i.storeErr.Load(); p != nil {
 		return fmt.Errorf("store commits failing: %w", *p)
@@ -242,6 +266,7 @@ func (i *Ingester) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		return nil, errors.Join(fmt.Errorf("record connection %d: %w", num, err), nc.Close())
 	}
 	w := newWire(nc, num, i.connack, i.wake)
+	w.broker = uri.String()
 	i.mu.Lock()
 	i.wires[num] = w
 	i.mu.Unlock()
@@ -286,7 +311,10 @@ func (i *Ingester) wake() {
 func (i *Ingester) onConnect(c mqtt.Client) {
 	i.mu.Lock()
 	i.connected = true
-	i.connErr = nil
+	i.connErr, i.subErr = nil, nil
+	if w := i.current.Load(); w != nil {
+		i.connectedTo = w.broker
+	}
 	i.generation++
 	gen := i.generation
 	i.mu.Unlock()
@@ -300,11 +328,20 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 		}
 		filters[f] = i.cfg.QoS
 	}
+	if i.probe != nil {
+		// QoS 0: see shareprobe.go.
+		filters[i.probe.filter] = 0
+	}
 	for attempt := 1; ; attempt++ {
 		err := subscribe(c, filters)
 		if err == nil {
 			break
 		}
+		i.mu.Lock()
+		if i.generation == gen {
+			i.subErr = err
+		}
+		i.mu.Unlock()
 		i.log.Error("subscribe failed", "filters", keys(filters), "attempt", attempt, "err", err)
 		if !i.live(gen) {
 			return
@@ -318,9 +355,15 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 			return
 		}
 	}
+	if i.probe != nil {
+		// Begun before the subscriptions count as acknowledged, so that
+		// /readyz never sees an earlier connection's confirmation.
+		nonce, back := i.probe.begin(gen)
+		go i.checkShareGroup(gen, nonce, back)
+	}
 	i.mu.Lock()
 	if i.generation == gen && i.connected {
-		i.subscribed = true
+		i.subscribed, i.subErr = true, nil
 		i.m.Subscribed.Set(1)
 	}
 	i.mu.Unlock()
@@ -351,7 +394,8 @@ func subscribe(c mqtt.Client, filters map[string]byte) error {
 	}
 	for f, code := range st.Result() {
 		if code == 0x80 {
-			return fmt.Errorf("broker refused %q", f)
+			// Paho names a shared subscription by its filter alone.
+			return fmt.Errorf("broker refused %q (SUBACK 0x80)", f)
 		}
 	}
 	return nil
@@ -373,6 +417,16 @@ func (i *Ingester) onConnectionLost(_ mqtt.Client, err error) {
 	i.m.Connected.Set(0)
 	i.m.Subscribed.Set(0)
 	i.log.Warn("connection to broker lost", "err", err)
+}
+
+// onReconnecting runs before each reconnect attempt: it tries the brokers
+// starting with the one after the broker it lost (mqttconn.RotateAfter;
+// Paho reads the list from o).
+func (i *Ingester) onReconnecting(_ mqtt.Client, o *mqtt.ClientOptions) {
+	i.mu.Lock()
+	last := i.connectedTo
+	i.mu.Unlock()
+	o.Servers = mqttconn.RotateAfter(o.Servers, last)
 }
 
 // onNotification says why connection attempts fail (a wrong password, an
@@ -417,6 +471,10 @@ func (i *Ingester) publishStatus(status string, timeout time.Duration) error {
 // handle runs on paho's router goroutine for every arrival: log it and hand
 // it to the writer. It never acknowledges.
 func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
+	if msg.Qos() == 0 && topic.IsShareProbe(msg.Topic()) {
+		i.shareProbeArrived(msg.Topic(), msg.Payload())
+		return
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	payload := msg.Payload()
 	// LogAttrs with typed attributes: no []any to build and convert per

@@ -286,9 +286,15 @@ func (v *view) verdict(ctx context.Context, st Reader, a *arrival, r *record) (v
 	}
 	pendingQoS2 := a.msg.QoS == 2 && r.QoS == 2 && r.Pending
 	switch {
+	case pendingQoS2 && !a.dup:
+		// Until the PUBREL is committed a PUBLISH with this id is the
+		// same message (section 4.3.3), but a first attempt cannot be a
+		// resend: only a broker that reuses a held id sends it (NATS,
+		// after its restart, does). The same content cannot tell.
+		return v.sameContent(ctx, st, a, r, ambiguous)
 	case pendingQoS2:
 		// Until the PUBREL is committed, a PUBLISH with this id is the
-		// same message (section 4.3.3), whatever its DUP flag.
+		// same message again (section 4.3.3).
 	case !a.dup:
 		// A first attempt (section 3.3.1.1): a new message.
 		return fresh, nil

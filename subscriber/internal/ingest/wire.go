@@ -40,7 +40,8 @@ const (
 // rely on it.
 type wire struct {
 	net.Conn
-	num       int64 // the connection's number, unique across restarts
+	num       int64  // the connection's number, unique across restarts
+	broker    string // the URL it was dialled for
 	r         *bufio.Reader
 	onConnack func(w *wire, rc byte, present bool) error
 	wake      func() // tells the writer that there is a release or a confirmation

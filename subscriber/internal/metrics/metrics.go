@@ -9,19 +9,22 @@ import (
 
 // Metrics are the subscriber's collectors.
 type Metrics struct {
-	Received            *prometheus.CounterVec // by qos
-	Stored              prometheus.Counter
-	CommitSeconds       prometheus.Histogram
-	BatchSize           prometheus.Histogram
-	Redeliveries        prometheus.Counter // arrivals with the DUP flag
-	DuplicatesDropped   prometheus.Counter // redeliveries acknowledged without storing
-	DuplicatesStored    prometheus.Counter // stored with duplicate: true
-	Connected           prometheus.Gauge
-	Subscribed          prometheus.Gauge
-	StoreErrors         prometheus.Counter
-	QueueDepth          prometheus.Gauge
-	RetentionDeleted    prometheus.Counter
-	RefusedWhileStopped prometheus.Counter
+	Received          *prometheus.CounterVec // by qos
+	Stored            prometheus.Counter
+	CommitSeconds     prometheus.Histogram
+	BatchSize         prometheus.Histogram
+	Redeliveries      prometheus.Counter // arrivals with the DUP flag
+	DuplicatesDropped prometheus.Counter // redeliveries acknowledged without storing
+	DuplicatesStored  prometheus.Counter // stored with duplicate: true
+	Connected         prometheus.Gauge
+	Subscribed        prometheus.Gauge
+	// ShareGroupUnsupported is 1 while a member's probe of its share
+	// group has not come back within its timeout.
+	ShareGroupUnsupported prometheus.Gauge
+	StoreErrors           prometheus.Counter
+	QueueDepth            prometheus.Gauge
+	RetentionDeleted      prometheus.Counter
+	RefusedWhileStopped   prometheus.Counter
 }
 
 // New registers the collectors, plus the Go and process collectors, on reg.
@@ -65,6 +68,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "subscriber_mqtt_subscribed",
 			Help: "1 while every subscription is acknowledged.",
 		}),
+		ShareGroupUnsupported: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "subscriber_share_group_unsupported",
+			Help: "1 while MQTT_SHARE_GROUP is set and the broker did not deliver the group's probe in time: it does not honour shared subscriptions.",
+		}),
 		StoreErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "subscriber_store_errors_total",
 			Help: "Failed store operations (each retried commit counts).",
@@ -83,7 +90,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Received, m.Stored, m.CommitSeconds, m.BatchSize, m.Redeliveries,
-		m.DuplicatesDropped, m.DuplicatesStored, m.Connected, m.Subscribed, m.StoreErrors,
+		m.DuplicatesDropped, m.DuplicatesStored, m.Connected, m.Subscribed, m.ShareGroupUnsupported, m.StoreErrors,
 		m.QueueDepth, m.RetentionDeleted, m.RefusedWhileStopped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, q := range []string{"0", "1", "2"} {

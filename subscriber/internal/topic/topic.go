@@ -103,6 +103,24 @@ func Share(group, filter string) string {
 	return fmt.Sprintf("$share/%s/%s", group, filter)
 }
 
+// The topic a member of a share group sends its probe to (see the ingest
+// package): clients/<client id>/share-probe, beside its status topic.
+const (
+	shareProbePrefix = "clients/"
+	shareProbeSuffix = "/share-probe"
+)
+
+// ShareProbe is the probe topic of clientID.
+func ShareProbe(clientID string) string {
+	return shareProbePrefix + clientID + shareProbeSuffix
+}
+
+// IsShareProbe reports whether name is the probe topic of some client.
+func IsShareProbe(name string) bool {
+	return len(name) > len(shareProbePrefix)+len(shareProbeSuffix) &&
+		strings.HasPrefix(name, shareProbePrefix) && strings.HasSuffix(name, shareProbeSuffix)
+}
+
 // ValidateShareGroup reports whether s may name a shared subscription group.
 func ValidateShareGroup(s string) error {
 	if err := validString(s); err != nil {

@@ -206,3 +206,25 @@ func TestExpand(t *testing.T) {
 		}
 	}
 }
+
+func TestShareProbe(t *testing.T) {
+	if got, want := ShareProbe("subscriber-0"), "clients/subscriber-0/share-probe"; got != want {
+		t.Errorf("ShareProbe = %q, want %q", got, want)
+	}
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"clients/subscriber-0/share-probe", true},
+		{"clients/a/b/share-probe", true},
+		{"clients//share-probe", false},
+		{"clients/subscriber-0/status", false},
+		{"living/clients/x/share-probe", false},
+		{"clients/x/share-probe/more", false},
+	}
+	for _, tt := range tests {
+		if got := IsShareProbe(tt.name); got != tt.want {
+			t.Errorf("IsShareProbe(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
