@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +172,64 @@ func TestIdleTransactionTimeout(t *testing.T) {
 			t.Errorf("%s: idle_in_transaction_session_timeout %q, %v; want %q", tt.url, got, err, tt.want)
 		}
 	}
+}
+
+// A database of the previous schema: its topics are counted when it is
+// migrated, and its rows get their values from FillValues, which two
+// members of a share group run at once.
+func TestMigrateFillsValues(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if err := migrate(ctx, pool, migrations[:len(migrations)-1]); err != nil {
+		pool.Close()
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	for i := range old {
+		m := &old[i]
+		err := pool.QueryRow(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
+			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
+		if err != nil {
+			pool.Close()
+			t.Fatalf("insert old rows: %v", err)
+		}
+	}
+	// As the previous version kept them.
+	if _, err := pool.Exec(ctx, `INSERT INTO topics (name) SELECT DISTINCT topic FROM messages`); err != nil {
+		pool.Close()
+		t.Fatalf("topics of the old rows: %v", err)
+	}
+	pool.Close()
+	a, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open a second member: %v", err)
+	}
+	defer b.Close()
+	storetest.CheckFilled(t, twoMembers{a, b}, old, 4)
+}
+
+// twoMembers is one store whose FillValues calls alternate between two
+// members of a group.
+type twoMembers struct {
+	*Store
+	other *Store
+}
+
+var turn atomic.Int64
+
+func (m twoMembers) FillValues(ctx context.Context, limit int) (int, int64, error) {
+	if turn.Add(1)%2 == 0 {
+		return m.other.FillValues(ctx, limit)
+	}
+	return m.Store.FillValues(ctx, limit)
 }

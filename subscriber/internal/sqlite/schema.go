@@ -92,7 +92,71 @@ var migrations = []string{
 		GROUP BY client_id, packet_id;
 	INSERT INTO sessions (client_id, uncertain) SELECT DISTINCT client_id, 1 FROM deliveries;
 	DROP INDEX messages_client_packet;`,
+	valuesSchema,
 }
+
+// valuesSchema keeps the numbers of the payloads (package values) and what
+// GET /topics shows of each topic.
+//
+// series names each topic and field once; message_values holds one row per
+// value, clustered by series and time (WITHOUT ROWID), so that a series'
+// values over a time range are one contiguous range of the table: what GET
+// /series reads. Each row names its message (message_id), and the time is
+// the message's received_at. Messages stored before this version get their
+// values from FillValues, in the background: values_backfill is how far it
+// has come (next_id) and where it stops (last_id, the newest id when this
+// version first opened the file).
+//
+// topics gains what GET /topics shows: the count of stored messages and the
+// oldest and newest of them (id and received_at). Triggers keep them, as
+// they keep the names, so that rows written by another program count too.
+// They cost a statement per row inserted and a few per row deleted
+// (retention deletes in small batches); measured, the insert trigger costs
+// about 0.25 µs per message, 4 % of a batched insert's CPU.
+const valuesSchema = `CREATE TABLE series (
+		id    INTEGER PRIMARY KEY,
+		topic TEXT NOT NULL,
+		field TEXT NOT NULL,
+		UNIQUE (topic, field)
+	);
+	CREATE TABLE message_values (
+		series_id  INTEGER NOT NULL,
+		at         INTEGER NOT NULL, -- the message's received_at, Unix microseconds
+		message_id INTEGER NOT NULL,
+		value      REAL    NOT NULL,
+		PRIMARY KEY (series_id, at, message_id)
+	) WITHOUT ROWID;
+	CREATE TABLE values_backfill (next_id INTEGER NOT NULL, last_id INTEGER NOT NULL);
+	INSERT INTO values_backfill (next_id, last_id) SELECT 0, coalesce(max(id), 0) FROM messages;
+
+	ALTER TABLE topics ADD COLUMN count    INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE topics ADD COLUMN first_id INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE topics ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE topics ADD COLUMN last_id  INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE topics ADD COLUMN last_at  INTEGER NOT NULL DEFAULT 0;
+	UPDATE topics SET (count, first_id, last_id) =
+		(SELECT count(*), min(id), max(id) FROM messages WHERE topic = topics.name);
+	UPDATE topics SET first_at = (SELECT received_at FROM messages WHERE id = topics.first_id),
+		last_at = (SELECT received_at FROM messages WHERE id = topics.last_id);
+	DROP TRIGGER messages_topic_added;
+	DROP TRIGGER messages_topic_gone;
+	CREATE TRIGGER messages_topic_added AFTER INSERT ON messages BEGIN
+		INSERT INTO topics (name, count, first_id, first_at, last_id, last_at)
+			VALUES (new.topic, 1, new.id, new.received_at, new.id, new.received_at)
+			ON CONFLICT (name) DO UPDATE SET count = count + 1,
+			last_at = CASE WHEN new.id > last_id THEN new.received_at ELSE last_at END,
+			last_id = max(last_id, new.id);
+	END;
+	CREATE TRIGGER messages_topic_gone AFTER DELETE ON messages BEGIN
+		DELETE FROM topics WHERE name = old.topic AND NOT EXISTS (SELECT 1 FROM messages WHERE topic = old.topic);
+		UPDATE topics SET count = count - 1 WHERE name = old.topic;
+		UPDATE topics SET (first_id, first_at) =
+			(SELECT id, received_at FROM messages WHERE topic = old.topic ORDER BY id LIMIT 1)
+			WHERE name = old.topic AND first_id = old.id;
+		UPDATE topics SET (last_id, last_at) =
+			(SELECT id, received_at FROM messages WHERE topic = old.topic ORDER BY id DESC LIMIT 1)
+			WHERE name = old.topic AND last_id = old.id;
+	END;`
 
 // migrate brings db up to the last of steps (migrations, or a prefix of it
 // in tests).

@@ -185,8 +185,8 @@ func TestPingNoticesDeletedFile(t *testing.T) {
 }
 
 // Rows written into the file by another program (an import, the bench
-// harness's fill) are found by wildcard queries too: the topic names are
-// kept by triggers, not by Insert.
+// harness's fill) are found by wildcard queries too: the topic names and
+// counts are kept by triggers, not by Insert.
 func TestRowsWrittenByOthersAreFound(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "messages.db")
@@ -212,4 +212,52 @@ func TestRowsWrittenByOthersAreFound(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].Topic != "import/b" {
 		t.Errorf("after: %+v, err %v, want import/b and import/a", got, err)
 	}
+	// They are counted too (GET /topics).
+	topics, err := s.Topics(ctx, store.TopicQuery{Filter: "import/+", Limit: 10})
+	if err != nil || len(topics) != 2 || topics[0].Count != 1 || topics[1].Last.ID != got[0].ID {
+		t.Errorf("topics: %+v, err %v, want import/a and import/b, one row each", topics, err)
+	}
+}
+
+// A file of the previous schema: its topics are counted when it is
+// migrated, and its rows get their values from FillValues.
+func TestMigrateFillsValues(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messages.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	for i := range old {
+		m := &old[i]
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`,
+			m.Topic, m.Payload, m.ReceivedAt.UnixMicro())
+		if err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+		if m.ID, err = res.LastInsertId(); err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("commit old rows: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	storetest.CheckFilled(t, s, old, 2)
 }

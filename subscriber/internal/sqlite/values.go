@@ -1,0 +1,106 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+)
+
+// seriesKey names a series.
+type seriesKey struct{ topic, field string }
+
+// seriesCache maps series to their ids. A series is never deleted (its
+// values are), so an id once committed stays right for as long as the
+// file: the cache lives in handles, which a reopened file replaces.
+type seriesCache struct {
+	mu  sync.Mutex
+	ids map[seriesKey]int64
+}
+
+// maxCachedSeries bounds the cache; past it, it starts over.
+const maxCachedSeries = 100_000
+
+func (c *seriesCache) get(k seriesKey) (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.ids[k]
+	return id, ok
+}
+
+// add records ids once the transaction that made them has committed.
+func (c *seriesCache) add(ids map[seriesKey]int64) {
+	if len(ids) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil || len(c.ids)+len(ids) > maxCachedSeries {
+		c.ids = make(map[seriesKey]int64, len(ids))
+	}
+	for k, id := range ids {
+		c.ids[k] = id
+	}
+}
+
+const valueColumns = 4
+
+func valueInsertSQL(rows int) string {
+	return `INSERT INTO message_values (series_id, at, message_id, value) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
+}
+
+// insertValues stores vals, the values of msgs whose ids are ids, and
+// returns the series it created (for the cache, after the commit).
+func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Message, ids []int64, vals []store.MessageValue) (map[seriesKey]int64, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	var created map[seriesKey]int64
+	args := make([]any, 0, min(len(vals), chunkSizes[0])*valueColumns)
+	for done := 0; done < len(vals); {
+		k := 0
+		for chunkSizes[k] > len(vals)-done {
+			k++
+		}
+		n := chunkSizes[k]
+		args = args[:0]
+		for _, v := range vals[done : done+n] {
+			m := &msgs[v.Msg]
+			key := seriesKey{m.Topic, v.Field}
+			sid, ok := h.series.get(key)
+			if !ok {
+				if sid, ok = created[key]; !ok {
+					var err error
+					if sid, err = seriesID(ctx, tx, key); err != nil {
+						return nil, err
+					}
+					if created == nil {
+						created = map[seriesKey]int64{}
+					}
+					created[key] = sid
+				}
+			}
+			args = append(args, sid, m.ReceivedAt.UnixMicro(), ids[v.Msg], v.Number)
+		}
+		if _, err := tx.StmtContext(ctx, h.valueInserts[k]).ExecContext(ctx, args...); err != nil {
+			return nil, fmt.Errorf("insert %d values: %w", n, err)
+		}
+		done += n
+	}
+	return created, nil
+}
+
+// seriesID returns the id of k, creating the series if need be.
+func seriesID(ctx context.Context, tx *sql.Tx, k seriesKey) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO series (topic, field) VALUES (?, ?)
+		ON CONFLICT (topic, field) DO UPDATE SET field = excluded.field RETURNING id`, k.topic, k.field).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("series %s %s: %w", k.topic, k.field, err)
+	}
+	return id, nil
+}
