@@ -75,7 +75,7 @@ type handles struct {
 	valueInserts [len(chunkSizes)]*sql.Stmt // the same, of message_values
 	series       seriesCache
 	topics       topicCache
-	stmts   stmtCache // of listTopics, on r
+	stmts        stmtCache // of listTopics, on r
 }
 
 var _ store.Store = (*Store)(nil)
