@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/api"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/ingest"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
@@ -89,6 +90,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Committed: committed,
 	}, st, m)
 
+	// Values of messages stored before the store kept values, extracted
+	// beside ingest.
+	fill := backfill.New(log, st)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_values_backfill_remaining", Help: "Messages stored before values were kept whose values are still to be extracted (-1 until the first batch)."},
+			func() float64 { return float64(fill.Left()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_values_backfilled_total", Help: "Messages stored before values were kept whose values have been extracted."},
+			func() float64 { return float64(fill.Read()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_values_backfill_errors_total", Help: "Failed batches of the extraction of earlier messages' values (each is retried)."},
+			func() float64 { return float64(fill.Errors()) }),
+	)
+
 	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_reads_in_flight", Help: "Reads of stored messages (pages of GET /messages, stream replay batches) running now."},
@@ -131,6 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	})
 	wg.Go(func() { follow(ingestCtx) })
+	wg.Go(func() { fill.Run(ingestCtx) })
 	if cfg.Retention > 0 {
 		wg.Go(func() { retention.Run(ingestCtx, log, st, cfg.Retention, m) })
 	}
