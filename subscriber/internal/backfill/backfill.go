@@ -37,9 +37,9 @@ type Backfill struct {
 	f          Filler
 	log        *slog.Logger
 	errorPause time.Duration
-	left   atomic.Int64
-	read   atomic.Int64
-	errors atomic.Int64
+	left       atomic.Int64
+	read       atomic.Int64
+	errors     atomic.Int64
 }
 
 // New returns a Backfill of f.
