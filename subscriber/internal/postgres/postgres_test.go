@@ -233,3 +233,6 @@ func (m twoMembers) FillValues(ctx context.Context, limit int) (int, int64, erro
 	}
 	return m.Store.FillValues(ctx, limit)
 }
+
+func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openFresh, 200000, 1000) }
+func BenchmarkTopics10000(b *testing.B) { storetest.BenchmarkTopics(b, openFresh, 100000, 10000) }

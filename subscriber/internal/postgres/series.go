@@ -20,8 +20,13 @@ import (
 // expression.
 func nameConditions(col, filter string, first int) ([]string, []any) {
 	ph := func(i int) string { return "$" + strconv.Itoa(first+i) }
-	if !strings.ContainsAny(filter, "+#") {
+	switch {
+	case !strings.ContainsAny(filter, "+#"):
 		return []string{col + " = " + ph(0)}, []any{filter}
+	case filter == "#":
+		// Every name but those starting with '$' (MQTT 3.1.1 section
+		// 4.7.2): two ranges, which need no regular expression.
+		return []string{"(" + col + " < '$' OR " + col + " >= '%')"}, nil
 	}
 	lo, hi, bounded := topic.Range(topic.Prefix(filter))
 	where, args := []string{col + " >= " + ph(0), col + " ~ " + ph(1)}, []any{lo, topic.Regexp(filter)}
@@ -100,8 +105,10 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 		where = append(where, "t.name > $"+strconv.Itoa(len(args)))
 	}
 	args = append(args, q.Limit)
-	rows, err := s.pool.Query(ctx, `SELECT t.name, t.count, t.first_at, t.last_at, t.last_id, octet_length(m.payload)
-		FROM topics t JOIN messages m ON m.id = t.last_id
+	// LIMIT 1 keeps the lateral subquery a lookup by primary key per
+	// topic; as a plain join the planner would hash the whole of messages.
+	rows, err := s.pool.Query(ctx, `SELECT t.name, t.count, t.first_at, t.last_at, t.last_id, m.size
+		FROM topics t CROSS JOIN LATERAL (SELECT octet_length(payload) AS size FROM messages WHERE id = t.last_id LIMIT 1) m
 		WHERE `+strings.Join(where, " AND ")+` ORDER BY t.name LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
@@ -126,10 +133,8 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	if len(out) == 0 {
 		return out, nil
 	}
-	names := make([]string, len(out))
 	index := make(map[string]int, len(out))
 	for i := range out {
-		names[i] = out[i].Name
 		index[out[i].Name] = i
 	}
 	var b pgx.Batch
@@ -145,15 +150,22 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 		}
 		return rows.Err()
 	})
-	// The newest value of each series of these topics: one seek each.
+	// The newest value of each series of these topics (those between the
+	// first and the last of the page that match): one seek each.
+	where, args = nameConditions("s.topic", q.Filter, 3)
+	args = append([]any{out[0].Name, out[len(out)-1].Name}, args...)
 	b.Queue(`SELECT s.topic, s.field, v.value FROM series s
 		CROSS JOIN LATERAL (SELECT value FROM message_values WHERE series_id = s.id
 			ORDER BY at DESC, message_id DESC LIMIT 1) v
-		WHERE s.topic = ANY($1)`, names).Query(func(rows pgx.Rows) error {
+		WHERE s.topic >= $1 AND s.topic <= $2 AND `+strings.Join(where, " AND "), args...).Query(func(rows pgx.Rows) error {
 		var name, field string
 		var v float64
 		_, err := pgx.ForEachRow(rows, []any{&name, &field, &v}, func() error {
-			t := &out[index[name]]
+			i, ok := index[name]
+			if !ok {
+				return nil
+			}
+			t := &out[i]
 			if t.Values == nil {
 				t.Values = map[string]float64{}
 			}

@@ -23,8 +23,13 @@ type seriesRow struct {
 // selects the names filter matches: equality for a name, else the range of
 // its literal prefix and mqtt_match.
 func nameConditions(col, filter string) ([]string, []any) {
-	if !strings.ContainsAny(filter, "+#") {
+	switch {
+	case !strings.ContainsAny(filter, "+#"):
 		return []string{col + " = ?"}, []any{filter}
+	case filter == "#":
+		// Every name but those starting with '$' (MQTT 3.1.1 section
+		// 4.7.2): two ranges, without a call per name.
+		return []string{"(" + col + " < '$' OR " + col + " >= '%')"}, nil
 	}
 	lo, hi, bounded := topic.Range(topic.Prefix(filter))
 	where, args := []string{col + " >= ?"}, []any{lo}

@@ -261,3 +261,6 @@ func TestMigrateFillsValues(t *testing.T) {
 	defer s.Close()
 	storetest.CheckFilled(t, s, old, 2)
 }
+
+func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openTemp, 200000, 1000) }
+func BenchmarkTopics10000(b *testing.B) { storetest.BenchmarkTopics(b, openTemp, 100000, 10000) }

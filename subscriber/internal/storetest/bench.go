@@ -67,3 +67,58 @@ func BenchmarkList(b *testing.B, o Opener, rows int, filter string) {
 		}
 	}
 }
+
+// fillTelemetry stores rows readings of topics devices (d0000/temperature
+// ...), spread evenly over the day before base, a JSON number each.
+func fillTelemetry(b *testing.B, s store.Store, rows, topics int) {
+	ctx := context.Background()
+	batch := make([]store.Message, 0, 500)
+	every := 24 * time.Hour / time.Duration(rows)
+	for i := range rows {
+		batch = append(batch, store.Message{
+			Topic:   fmt.Sprintf("devices/d%04d/temperature", i%topics),
+			Payload: fmt.Appendf(nil, "%d.%d", 15+i%10, i%7), QoS: 1,
+			ReceivedAt: base.Add(-24 * time.Hour).Add(time.Duration(i) * every), ClientID: "bench", PacketID: uint16(i),
+		})
+		if len(batch) == cap(batch) || i == rows-1 {
+			if err := s.Insert(ctx, batch); err != nil {
+				b.Fatalf("insert: %v", err)
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// BenchmarkSeries measures one day of one topic at 1-minute steps over
+// rows readings of topics topics.
+func BenchmarkSeries(b *testing.B, o Opener, rows, topics int) {
+	s := o(b)
+	defer s.Close()
+	fillTelemetry(b, s, rows, topics)
+	ctx := context.Background()
+	q := store.SeriesQuery{Filter: "devices/d0007/temperature", Since: base.Add(-24 * time.Hour), Until: base, Step: time.Minute}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.Series(ctx, q)
+		if err != nil || len(got) != 1 {
+			b.Fatalf("series: %d, %v", len(got), err)
+		}
+	}
+}
+
+// BenchmarkTopics measures listing topics topics (one page of all of them).
+func BenchmarkTopics(b *testing.B, o Opener, rows, topics int) {
+	s := o(b)
+	defer s.Close()
+	fillTelemetry(b, s, rows, topics)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.Topics(ctx, store.TopicQuery{Filter: "#", Limit: topics + 1, MaxBytes: 4 << 20})
+		if err != nil || len(got) != topics {
+			b.Fatalf("topics: %d, %v", len(got), err)
+		}
+	}
+}

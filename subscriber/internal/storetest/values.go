@@ -334,6 +334,29 @@ func testTopics(t *testing.T, o Opener) {
 			t.Errorf("paged through %q, want %q", seen, names)
 		}
 	})
+	t.Run("$ topics", func(t *testing.T) {
+		// Filters that start with a wildcard leave names starting with
+		// '$' out (MQTT 3.1.1 section 4.7.2); a literal '$' finds them.
+		sys := reading("$SYS/broker/load", "1", day0.Add(-8*time.Hour)) // before every other row
+		mustInsert(t, s, sys)
+		defer func() {
+			if n, err := s.DeleteBefore(ctx, day0.Add(-7*time.Hour), 1000); err != nil || n != 1 {
+				t.Fatalf("delete the $SYS row: %d, %v", n, err)
+			}
+		}()
+		for _, f := range []string{"#", "+/broker/load", "+/#"} {
+			for _, tp := range topicsOf(store.TopicQuery{Filter: f}) {
+				if strings.HasPrefix(tp.Name, "$") {
+					t.Errorf("%s lists %s", f, tp.Name)
+				}
+			}
+		}
+		for _, f := range []string{"$SYS/#", "$SYS/+/load", "$SYS/broker/load"} {
+			if got := topicsOf(store.TopicQuery{Filter: f}); len(got) != 1 || got[0].Name != sys.Topic || got[0].Values["value"] != 1 {
+				t.Errorf("%s lists %+v, want %s", f, got, sys.Topic)
+			}
+		}
+	})
 	t.Run("byte budget", func(t *testing.T) {
 		got := topicsOf(store.TopicQuery{Filter: "#", MaxBytes: 1})
 		check(t, got, names[:1])
