@@ -6,13 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
 func TestParseTopics(t *testing.T) {
@@ -175,4 +185,46 @@ func TestTopicsByteBudget(t *testing.T) {
 	if fmt.Sprint(sizes) != "[2 2 1]" {
 		t.Errorf("pages of %v topics, want [2 2 1]", sizes)
 	}
+}
+
+// BenchmarkTopicsEndpoint measures GET /topics?limit=10000 over 10,000
+// topics, a reading of two numbers each.
+func BenchmarkTopicsEndpoint(b *testing.B) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "m.db"))
+	if err != nil {
+		b.Fatalf("open store: %v", err)
+	}
+	defer st.Close()
+	var msgs []store.Message
+	for i := range 10_000 {
+		msgs = append(msgs, store.Message{Topic: fmt.Sprintf("devices/d%05d", i), Payload: fmt.Appendf(nil, `{"temp":%d.5,"hum":%d}`, i%30, i%50),
+			QoS: 1, ReceivedAt: time.Now(), ClientID: "s"})
+		if len(msgs) == 500 {
+			if err := st.Insert(context.Background(), msgs); err != nil {
+				b.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	h := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), st, nil, prometheus.NewRegistry(), stream.NewHub(0), Options{})
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/topics?limit=10000", nil))
+		if w.Code != 200 {
+			b.Fatalf("status %d", w.Code)
+		}
+	}
+	// CPU time, which a loaded machine changes less than the wall clock.
+	b.ReportMetric(float64(cpuTime()-cpu)/1e6/float64(b.N), "cpu-ms/op")
+}
+
+// cpuTime is the CPU time of the process so far, in nanoseconds.
+func cpuTime() int64 {
+	var r syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &r); err != nil {
+		return 0
+	}
+	return r.Utime.Nano() + r.Stime.Nano()
 }

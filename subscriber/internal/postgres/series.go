@@ -189,7 +189,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 }
 
 // fillBytes bounds the payload one FillValues reads and parses.
-const fillBytes = 512 << 10
+const fillBytes = 1 << 20
 
 // FillValues extracts the values of the next messages stored before the
 // database kept values, in one transaction on a connection of the pool.

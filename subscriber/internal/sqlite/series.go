@@ -133,26 +133,32 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	if q.After != "" {
 		where, args = append(where, "t.name > ?"), append(args, q.After)
 	}
+	// The columns of the newest message that GET /topics shows (not its
+	// client, packet id or batch key).
 	rows, err := conn.QueryContext(ctx, `SELECT t.name, t.count, t.first_at, t.last_at,
-		m.id, m.topic, m.payload, m.qos, m.retained, m.duplicate, m.received_at, m.client_id, m.packet_id, m.batch_key
+		m.id, m.payload, m.qos, m.retained, m.duplicate, m.received_at
 		FROM topics t JOIN messages m ON m.id = t.last_id
 		WHERE `+strings.Join(where, " AND ")+` ORDER BY t.name LIMIT ?`, append(args, q.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
 	}
-	out := []store.Topic{}
+	out := make([]store.Topic, 0, min(q.Limit, 1024))
 	var total int64
 	for (q.MaxBytes <= 0 || total < q.MaxBytes) && rows.Next() {
-		var t store.Topic
-		var first, last int64
-		m, err := scan(scanPrefix{rows, []any{&t.Name, &t.Count, &first, &last}})
-		if err != nil {
+		out = append(out, store.Topic{})
+		t := &out[len(out)-1]
+		var first, last, at int64
+		var qos int
+		if err := rows.Scan(&t.Name, &t.Count, &first, &last, &t.Last.ID, &t.Last.Payload, &qos, &t.Last.Retained, &t.Last.Duplicate, &at); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("topics: %w", err)
 		}
-		t.FirstAt, t.LastAt, t.Last = time.UnixMicro(first).UTC(), time.UnixMicro(last).UTC(), m
-		total += int64(len(m.Payload))
-		out = append(out, t)
+		t.FirstAt, t.LastAt = time.UnixMicro(first).UTC(), time.UnixMicro(last).UTC()
+		t.Last.Topic, t.Last.QoS, t.Last.ReceivedAt = t.Name, byte(qos), time.UnixMicro(at).UTC()
+		if t.Last.Payload == nil {
+			t.Last.Payload = []byte{}
+		}
+		total += int64(len(t.Last.Payload))
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
@@ -192,18 +198,9 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	return out, nil
 }
 
-// scanPrefix scans the first columns of a row into its own destinations,
-// and the rest into those Scan is given.
-type scanPrefix struct {
-	rows *sql.Rows
-	dst  []any
-}
-
-func (p scanPrefix) Scan(dst ...any) error { return p.rows.Scan(append(p.dst, dst...)...) }
-
 // fillBytes bounds the payload one FillValues reads and parses while it
 // holds the writer.
-const fillBytes = 512 << 10
+const fillBytes = 1 << 20
 
 // FillValues extracts the values of the next messages stored before the
 // file kept values. It reads them inside its write transaction, so that

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/storetest"
 )
@@ -264,3 +265,55 @@ func TestMigrateFillsValues(t *testing.T) {
 
 func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openTemp, 200000, 1000) }
 func BenchmarkTopics10000(b *testing.B) { storetest.BenchmarkTopics(b, openTemp, 100000, 10000) }
+
+// BenchmarkFillValues measures FillValues over rows of a file of the
+// previous schema, batch after batch without pauses.
+func BenchmarkFillValues(b *testing.B) {
+	ctx := context.Background()
+	const rows = 50_000
+	for b.Loop() {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "messages.db")
+		db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+		if err != nil {
+			b.Fatalf("open: %v", err)
+		}
+		if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+			b.Fatalf("previous schema: %v", err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range rows {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO messages (topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
+				VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`, fmt.Sprintf("t/%d", i%1000), fmt.Sprintf(`{"temp":%d.5,"hum":%d}`, i%30, i%50), i); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := errors.Join(tx.Commit(), db.Close()); err != nil {
+			b.Fatal(err)
+		}
+		s, err := Open(ctx, path)
+		if err != nil {
+			b.Fatalf("open: %v", err)
+		}
+		b.StartTimer()
+		batches := 0
+		for {
+			n, left, err := s.FillValues(ctx, backfill.Batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			batches++
+			if n == 0 && left == 0 {
+				break
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(batches), "batches")
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
