@@ -110,7 +110,7 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 	ids := make([]int64, len(c.Messages))
 	vals := extract(c.Messages)
-	var created map[seriesKey]int64
+	var created found
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := insertMessages(ctx, tx, c.Messages, ids); err != nil {
 			return err

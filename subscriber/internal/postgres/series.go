@@ -198,7 +198,7 @@ const fillBytes = 1 << 20
 // are read FOR KEY SHARE, so that retention cannot delete one between the
 // read and the insert of its values.
 func (s *Store) FillValues(ctx context.Context, limit int) (read int, left int64, err error) {
-	var created map[seriesKey]int64
+	var created found
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var next, last int64
 		err := tx.QueryRow(ctx, `SELECT next_id, last_id FROM values_backfill FOR UPDATE SKIP LOCKED`).Scan(&next, &last)
