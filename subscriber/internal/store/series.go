@@ -49,15 +49,18 @@ type Point struct {
 	Last float64
 }
 
-// BucketStart is the start of the bucket of q.Step that holds t.
+// BucketStart is the start of the bucket of step that holds t.
 func BucketStart(t time.Time, step time.Duration) time.Time {
-	s := step.Microseconds()
-	us := t.UnixMicro()
-	b := us - us%s
-	if us%s < 0 {
-		b -= s
+	return time.UnixMicro(floor(t.UnixMicro(), step.Microseconds())).UTC()
+}
+
+// floor is the greatest multiple of step not above us (before 1970 too).
+func floor(us, step int64) int64 {
+	b := us - us%step
+	if us%step < 0 {
+		b -= step
 	}
-	return time.UnixMicro(b).UTC()
+	return b
 }
 
 // Buckets folds the values of one series into Points. The stores read a
@@ -82,10 +85,7 @@ func NewBuckets(step time.Duration) *Buckets {
 func (b *Buckets) Add(at int64, v float64) {
 	if b.cur == nil || at >= b.end {
 		b.close()
-		start := at - at%b.step
-		if at%b.step < 0 {
-			start -= b.step
-		}
+		start := floor(at, b.step)
 		b.points = append(b.points, Point{Start: time.UnixMicro(start).UTC(), Min: v, Max: v})
 		b.cur = &b.points[len(b.points)-1]
 		b.end, b.sum, b.mean = start+b.step, 0, 0
