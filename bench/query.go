@@ -50,8 +50,8 @@ type fill struct {
 // subscriber has created (and migrated) and is not running on. Publishing
 // a million messages through the broker would take longer than the whole
 // run may; writing rows with the subscriber's own schema gives the queries
-// the same table and indexes (its triggers keep the topics and their
-// counts). The rows are as the subscriber would have stored them over the
+// the same table and indexes (its triggers keep the topic names; the fill
+// counts the topics itself, as the subscriber's commits do). The rows are as the subscriber would have stored them over the
 // last day: QoS 1, a JSON payload of two numbers, received_at increasing
 // with id. Their values are left to the subscriber to extract, as it does
 // for a database of an earlier version: fillStore sets the backfill's
@@ -121,6 +121,14 @@ func fillStore(ctx context.Context, path string, rows int) (fill, error) {
 		if err := errors.Join(stmt.Close(), tx.Commit()); err != nil {
 			return f, fmt.Errorf("commit: %w", err)
 		}
+	}
+	// As an import must: the subscriber counts what it commits itself, its
+	// triggers only keep the names (recountTopics in its sqlite package).
+	if _, err := db.ExecContext(ctx, `UPDATE topics SET (count, first_id, last_id) =
+		(SELECT count(*), min(id), max(id) FROM messages WHERE topic = topics.name);
+	UPDATE topics SET first_at = (SELECT received_at FROM messages WHERE id = topics.first_id),
+		last_at = (SELECT received_at FROM messages WHERE id = topics.last_id)`); err != nil {
+		return f, fmt.Errorf("count the topics: %w", err)
 	}
 	if _, err := db.ExecContext(ctx, "UPDATE values_backfill SET next_id = 0, last_id = (SELECT max(id) FROM messages)"); err != nil {
 		return f, fmt.Errorf("hand the rows to the backfill (does the subscriber keep values?): %w", err)

@@ -73,6 +73,7 @@ type handles struct {
 
 	inserts      [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
 	valueInserts [len(chunkSizes)]*sql.Stmt // the same, of message_values
+	topicUpserts [len(chunkSizes)]*sql.Stmt // the counts of topics, by chunk size
 	series       seriesCache
 	topics       topicCache
 	stmts        stmtCache // of listTopics, on r
@@ -171,13 +172,16 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 		if h.valueInserts[k], err = w.PrepareContext(ctx, valueInsertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare insert of %d values: %w", n, err), h.close())
 		}
+		if h.topicUpserts[k], err = w.PrepareContext(ctx, topicUpsertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare the counts of %d topics: %w", n, err), h.close())
+		}
 	}
 	return h, nil
 }
 
 func (h *handles) close() error {
 	errs := []error{h.stmts.close()}
-	for _, st := range append(h.inserts[:], h.valueInserts[:]...) {
+	for _, st := range append(append(h.inserts[:], h.valueInserts[:]...), h.topicUpserts[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -385,6 +389,9 @@ func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err
 	}
 	created, err := h.insertValues(ctx, tx, c.Messages, ids, vals)
 	if err != nil {
+		return nil, err
+	}
+	if err := h.countTopics(ctx, tx, c.Messages, ids); err != nil {
 		return nil, err
 	}
 	if c.ClientID != "" {

@@ -104,3 +104,58 @@ func seriesID(ctx context.Context, tx *sql.Tx, k seriesKey) (int64, error) {
 	}
 	return id, nil
 }
+
+const topicColumns = 6
+
+// topicUpsertSQL adds the counts and newest messages of rows topics, and
+// their oldest where the topic had none (a name the trigger just added).
+func topicUpsertSQL(rows int) string {
+	return `INSERT INTO topics (name, count, first_id, first_at, last_id, last_at) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", rows), ",") + `
+		ON CONFLICT (name) DO UPDATE SET count = count + excluded.count,
+		first_at = CASE WHEN first_id = 0 THEN excluded.first_at ELSE first_at END,
+		first_id = CASE WHEN first_id = 0 THEN excluded.first_id ELSE first_id END,
+		last_at = CASE WHEN excluded.last_id > last_id THEN excluded.last_at ELSE last_at END,
+		last_id = max(last_id, excluded.last_id)`
+}
+
+// countTopics adds msgs, whose ids are ids, to the counts of their topics:
+// one row per topic, a statement per chunk of topics.
+func (h *handles) countTopics(ctx context.Context, tx *sql.Tx, msgs []store.Message, ids []int64) error {
+	type stat struct {
+		n               int64
+		firstID, lastID int64
+		firstAt, lastAt int64
+	}
+	var order []string
+	stats := make(map[string]*stat, 16)
+	for i := range msgs {
+		m := &msgs[i]
+		st := stats[m.Topic]
+		if st == nil {
+			st = &stat{firstID: ids[i], firstAt: m.ReceivedAt.UnixMicro()}
+			stats[m.Topic] = st
+			order = append(order, m.Topic)
+		}
+		st.n++
+		st.lastID, st.lastAt = ids[i], m.ReceivedAt.UnixMicro()
+	}
+	args := make([]any, 0, min(len(order), chunkSizes[0])*topicColumns)
+	for done := 0; done < len(order); {
+		k := 0
+		for chunkSizes[k] > len(order)-done {
+			k++
+		}
+		n := chunkSizes[k]
+		args = args[:0]
+		for _, name := range order[done : done+n] {
+			st := stats[name]
+			args = append(args, name, st.n, st.firstID, st.firstAt, st.lastID, st.lastAt)
+		}
+		if _, err := tx.StmtContext(ctx, h.topicUpserts[k]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("count %d topics: %w", n, err)
+		}
+		done += n
+	}
+	return nil
+}
