@@ -48,8 +48,12 @@ func (c *seriesCache) add(ids map[seriesKey]int64) {
 
 const valueColumns = 4
 
+// valueInsertSQL inserts rows values. OR FAIL spares SQLite the statement
+// journal of a multi-row insert (about 8 % of a batch's CPU, measured with
+// BenchmarkInsertBatch500): a statement that fails rolls back the whole
+// transaction anyway (commit), so what it inserted before failing goes too.
 func valueInsertSQL(rows int) string {
-	return `INSERT INTO message_values (series_id, at, message_id, value) VALUES ` +
+	return `INSERT OR FAIL INTO message_values (series_id, at, message_id, value) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
 }
 
@@ -109,8 +113,9 @@ const topicColumns = 6
 
 // topicUpsertSQL adds the counts and newest messages of rows topics, and
 // their oldest where the topic had none (a name the trigger just added).
+// OR FAIL: as valueInsertSQL.
 func topicUpsertSQL(rows int) string {
-	return `INSERT INTO topics (name, count, first_id, first_at, last_id, last_at) VALUES ` +
+	return `INSERT OR FAIL INTO topics (name, count, first_id, first_at, last_id, last_at) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", rows), ",") + `
 		ON CONFLICT (name) DO UPDATE SET count = count + excluded.count,
 		first_at = CASE WHEN first_id = 0 THEN excluded.first_at ELSE first_at END,
