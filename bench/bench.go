@@ -752,7 +752,7 @@ func (b *bench) query(ctx context.Context) error {
 	rows := b.cfg.Rows + extraTopics
 	b.logf("values of %d rows extracted in %s", rows, took.Round(100*time.Millisecond))
 	b.figure(figBackfill, rate(rows, took), nil)
-	b.note("values backfill: %s rows of two numbers each, a batch of up to 500 at a time with a pause as long as the batch, measured from the subscriber's start", thousands(int64(rows)))
+	b.note("values backfill: %s rows of two numbers each, a batch of up to 1000 at a time with a pause as long as the batch, measured from the subscriber's start", thousands(int64(rows)))
 
 	stop := b.profile(sub, "query")
 	lat, err := queryLatency(ctx, sub.URL(), b.cfg.QueryDuration, b.cfg.Queries)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -146,18 +145,13 @@ func writeTopics(w *bufio.Writer, topics []store.Topic, next *string) {
 		w.WriteString(`","last":`)
 		writeMessage(w, t.Last)
 		w.WriteString(`,"values":{`)
-		fields := make([]string, 0, len(t.Values))
-		for f := range t.Values {
-			fields = append(fields, f)
-		}
-		slices.Sort(fields)
-		for k, f := range fields {
+		for k, v := range t.Values { // by field, as the stores give them
 			if k > 0 {
 				w.WriteByte(',')
 			}
-			writeString(w, []byte(f))
+			writeString(w, []byte(v.Field))
 			w.WriteByte(':')
-			w.Write(appendFloat(num[:0], t.Values[f]))
+			w.Write(appendFloat(num[:0], v.Number))
 		}
 		w.WriteString("}}")
 	}

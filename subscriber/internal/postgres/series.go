@@ -12,6 +12,7 @@ import (
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/values"
 )
 
 // nameConditions is the SQL condition on the text column col that selects
@@ -113,7 +114,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
 	}
-	out := []store.Topic{}
+	out := make([]store.Topic, 0, q.Limit)
 	var ids []int64
 	var total int64
 	var t store.Topic
@@ -157,7 +158,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	b.Queue(`SELECT s.topic, s.field, v.value FROM series s
 		CROSS JOIN LATERAL (SELECT value FROM message_values WHERE series_id = s.id
 			ORDER BY at DESC, message_id DESC LIMIT 1) v
-		WHERE s.topic >= $1 AND s.topic <= $2 AND `+strings.Join(where, " AND "), args...).Query(func(rows pgx.Rows) error {
+		WHERE s.topic >= $1 AND s.topic <= $2 AND `+strings.Join(where, " AND ")+` ORDER BY s.topic, s.field`, args...).Query(func(rows pgx.Rows) error {
 		var name, field string
 		var v float64
 		_, err := pgx.ForEachRow(rows, []any{&name, &field, &v}, func() error {
@@ -165,11 +166,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 			if !ok {
 				return nil
 			}
-			t := &out[i]
-			if t.Values == nil {
-				t.Values = map[string]float64{}
-			}
-			t.Values[field] = v
+			out[i].Values = append(out[i].Values, values.Value{Field: field, Number: v})
 			return nil
 		})
 		return err

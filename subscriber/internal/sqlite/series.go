@@ -11,6 +11,7 @@ import (
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/values"
 )
 
 // seriesRow is a series of the catalog.
@@ -142,7 +143,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
 	}
-	out := make([]store.Topic, 0, min(q.Limit, 1024))
+	out := make([]store.Topic, 0, q.Limit) // at most 10,001: once, rather than by doubling
 	var total int64
 	for (q.MaxBytes <= 0 || total < q.MaxBytes) && rows.Next() {
 		out = append(out, store.Topic{})
@@ -174,22 +175,20 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	// series through the primary key of message_values.
 	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field,
 		(SELECT value FROM message_values WHERE series_id = s.id ORDER BY at DESC, message_id DESC LIMIT 1)
-		FROM series s WHERE s.topic >= ? AND s.topic <= ?`, out[0].Name, out[len(out)-1].Name)
+		FROM series s WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
 	if err != nil {
 		return nil, fmt.Errorf("topics: values: %w", err)
 	}
 	defer vrows.Close()
 	for vrows.Next() {
-		var name, field string
+		var name sql.RawBytes
+		var field string
 		var v sql.NullFloat64
 		if err := vrows.Scan(&name, &field, &v); err != nil {
 			return nil, fmt.Errorf("topics: values: %w", err)
 		}
-		if t := byName[name]; t != nil && v.Valid {
-			if t.Values == nil {
-				t.Values = map[string]float64{}
-			}
-			t.Values[field] = v.Float64
+		if t := byName[string(name)]; t != nil && v.Valid {
+			t.Values = append(t.Values, values.Value{Field: field, Number: v.Float64})
 		}
 	}
 	if err := vrows.Err(); err != nil {

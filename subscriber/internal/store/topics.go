@@ -1,6 +1,10 @@
 package store
 
-import "time"
+import (
+	"time"
+
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/values"
+)
 
 // TopicQuery selects stored topics by name, in ascending byte order.
 type TopicQuery struct {
@@ -22,6 +26,16 @@ type Topic struct {
 	LastAt  time.Time // ReceivedAt of Last
 	Last    Message   // the newest stored message (highest id)
 	// Values are the newest value of each field that the topic's
-	// messages had, by field name (see Point.Last for which is newest).
-	Values map[string]float64
+	// messages had (see Point.Last for which is newest), by field name.
+	Values []values.Value
+}
+
+// Value returns the newest value of field.
+func (t Topic) Value(field string) (float64, bool) {
+	for _, v := range t.Values {
+		if v.Field == field {
+			return v.Number, true
+		}
+	}
+	return 0, false
 }
