@@ -44,7 +44,7 @@ var niceSteps = []time.Duration{
 	24 * time.Hour, 2 * 24 * time.Hour, 7 * 24 * time.Hour, 14 * 24 * time.Hour, MaxStep,
 }
 
-// SeriesQuery is a parsed GET /series request.
+// seriesRequest is a parsed GET /series request.
 type seriesRequest struct {
 	store.SeriesQuery
 	buckets int64 // per series

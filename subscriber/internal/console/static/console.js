@@ -715,6 +715,7 @@
     reopenTimer: 0,
     retryMs: RETRY_MS,
     lastId: 0,            // the newest message id applied
+    replay: true,         // the stream resumes after lastId (else: live only)
     series: new Map(),    // topic -> [{t, count, sum, min, max, last}] of vs.field
     topics: new Map(),    // topic -> {count, lastAt, values}
     drawTimer: 0,
@@ -843,6 +844,9 @@
       vs.lastId = Math.max(vs.lastId, t.last ? t.last.id : 0);
     }
     vui.count.textContent = page.next ? "(the first " + vs.topics.size + " topics)" : "";
+    // With more topics than shown, the newest message shown may be old
+    // beside the others': follow live rather than replay from it.
+    vs.replay = !page.next;
     if (vs.field === "") {
       const fields = new Set();
       for (const t of vs.topics.values()) for (const f of Object.keys(t.values)) fields.add(f);
@@ -890,7 +894,7 @@
     const ctrl = new AbortController();
     vs.abort = ctrl;
     let u = "messages/stream?topic=" + encodeURIComponent(vs.filter);
-    if (vs.lastId > 0) u += "&after=" + vs.lastId;
+    if (vs.lastId > 0 && vs.replay) u += "&after=" + vs.lastId;
     let r;
     try {
       r = await fetch(u, { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
@@ -940,6 +944,7 @@
   function applyReading(m) {
     if (typeof m.id !== "number" || m.id <= vs.lastId) return;
     vs.lastId = m.id;
+    vs.replay = true; // a reconnect resumes after the newest arrival
     const vals = extractValues(m);
     let t = vs.topics.get(m.topic);
     if (!t) {
