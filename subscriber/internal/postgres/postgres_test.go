@@ -285,3 +285,7 @@ func TestSeriesIDsOfARecreatedSchema(t *testing.T) {
 		t.Errorf("series %+v, want x with 3 and y with 2", got)
 	}
 }
+
+func BenchmarkInsertText500(b *testing.B) {
+	storetest.BenchmarkInsertPayload(b, openFresh, 500, []byte("seq=1234 value=21.5"))
+}
