@@ -32,6 +32,12 @@ func sample(prefix string, i int) (topic, payload string) {
 	return prefix + "/" + strconv.Itoa(i%100), "seq=" + strconv.Itoa(i) + " value=21.5"
 }
 
+// jsonSample is sample with a JSON payload of two numbers, the fields seq
+// and value: what a device that reports readings sends.
+func jsonSample(prefix string, i int) (topic, payload string) {
+	return prefix + "/" + strconv.Itoa(i%100), `{"seq":` + strconv.Itoa(i) + `,"value":21.5}`
+}
+
 // publishBodies returns n request bodies for /publish with the given QoS.
 func publishBodies(n, qos int) ([][]byte, error) {
 	out := make([][]byte, n)

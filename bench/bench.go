@@ -29,6 +29,11 @@ const (
 	figSubRSS    = "subscriber peak RSS"
 	figQuery50   = "GET /messages a/+/c p50"
 	figQuery99   = "GET /messages a/+/c p99"
+	figBackfill  = "values of the filled rows extracted"
+	figSeries50  = "GET /series 1 topic, 1 day by 1m p50"
+	figSeries99  = "GET /series 1 topic, 1 day by 1m p99"
+	figTopics50  = "GET /topics 10,000 topics p50"
+	figTopics99  = "GET /topics 10,000 topics p99"
 	subscriberID = "bench-subscriber"
 )
 
@@ -48,6 +53,11 @@ var specs = []struct {
 	{figSubRSS, "MiB", Target{below, 50}},
 	{figQuery50, "ms", Target{below, 5}},
 	{figQuery99, "ms", Target{}},
+	{figBackfill, "rows/s", Target{}},
+	{figSeries50, "ms", Target{below, 20}},
+	{figSeries99, "ms", Target{}},
+	{figTopics50, "ms", Target{below, 200}},
+	{figTopics99, "ms", Target{}},
 }
 
 // figure records a measured figure, judged against its target.
@@ -147,7 +157,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		{"batch", b.batchPublish, []string{figBatch}},
 		{"ingest", b.ingest, []string{figIngest}},
 		{"e2e", b.endToEnd, []string{figE2E50, figE2E99}},
-		{"query", b.query, []string{figQuery50, figQuery99}},
+		{"query", b.query, []string{figQuery50, figQuery99, figBackfill, figSeries50, figSeries99, figTopics50, figTopics99}},
 	}
 	for _, s := range steps {
 		if !cfg.Only[s.name] || ctx.Err() != nil {
@@ -184,7 +194,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		Settings: map[string]string{
 			"conns": strconv.Itoa(cfg.Conns), "warmup": cfg.Warmup.String(),
 			"http_duration": cfg.HTTPDuration.String(), "batch_size": strconv.Itoa(cfg.BatchSize),
-			"batch_duration": cfg.BatchDuration.String(), "ingest": strconv.Itoa(cfg.Ingest),
+			"batch_duration": cfg.BatchDuration.String(), "ingest": strconv.Itoa(cfg.Ingest), "ingest_json": strconv.FormatBool(cfg.IngestJSON),
 			"e2e_rate": strconv.Itoa(cfg.E2ERate), "e2e_duration": cfg.E2EDuration.String(),
 			"rows": strconv.Itoa(cfg.Rows), "query_duration": cfg.QueryDuration.String(),
 			"max_inflight_messages": strconv.Itoa(cfg.MaxInflight), "max_queued_messages": strconv.Itoa(cfg.MaxQueued),
@@ -564,10 +574,14 @@ func (b *bench) ingest(ctx context.Context) error {
 		return fmt.Errorf("baseline session: %w", err)
 	}
 	t := time.Now()
-	if err := fillQueue(ctx, b.broker.URL(), "bench/ingest", n); err != nil {
+	load, kind := sample, "text"
+	if b.cfg.IngestJSON {
+		load, kind = jsonSample, "JSON"
+	}
+	if err := fillQueue(ctx, b.broker.URL(), "bench/ingest", n, load); err != nil {
 		return err
 	}
-	b.logf("queued %d QoS 1 messages for two offline sessions in %s", n, time.Since(t).Round(100*time.Millisecond))
+	b.logf("queued %d QoS 1 messages (%s payloads) for two offline sessions in %s", n, kind, time.Since(t).Round(100*time.Millisecond))
 
 	baseCPU := b.cpuOf("", 0)
 	baseCPU.begin()
@@ -703,7 +717,10 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	return nil
 }
 
-// query: GET /messages?topic=a/+/c&limit=100 over a filled file.
+// query: reads over a filled file of a million rows: GET /messages a/+/c,
+// GET /series of one topic's day and GET /topics of 10,000 topics, once
+// the subscriber has extracted the values of the rows (which it does for
+// rows stored before it kept values: the fill leaves them to it).
 func (b *bench) query(ctx context.Context) error {
 	// The main subscriber is done; its memory has been sampled.
 	b.stop(b.sub)
@@ -715,10 +732,12 @@ func (b *bench) query(ctx context.Context) error {
 	}
 	b.stop(sub)
 	t := time.Now()
-	if err := fillStore(ctx, db, b.cfg.Rows); err != nil {
+	f, err := fillStore(ctx, db, b.cfg.Rows)
+	if err != nil {
 		return fmt.Errorf("fill %s: %w", db, err)
 	}
-	b.logf("filled %d rows in %s", b.cfg.Rows, time.Since(t).Round(100*time.Millisecond))
+	b.logf("filled %d rows in %s", b.cfg.Rows+extraTopics, time.Since(t).Round(100*time.Millisecond))
+	start := time.Now()
 	if err := sub.Restart(ctx); err != nil {
 		return err
 	}
@@ -726,6 +745,15 @@ func (b *bench) query(ctx context.Context) error {
 	if err := sub.WaitReady(ctx, 60*time.Second); err != nil {
 		return err
 	}
+	took, err := waitBackfill(ctx, sub, 10*time.Minute, start)
+	if err != nil {
+		return err
+	}
+	rows := b.cfg.Rows + extraTopics
+	b.logf("values of %d rows extracted in %s", rows, took.Round(100*time.Millisecond))
+	b.figure(figBackfill, rate(rows, took), nil)
+	b.note("values backfill: %s rows of two numbers each, a batch of up to 1000 at a time with a pause as long as the batch, measured from the subscriber's start", thousands(int64(rows)))
+
 	stop := b.profile(sub, "query")
 	lat, err := queryLatency(ctx, sub.URL(), b.cfg.QueryDuration, b.cfg.Queries)
 	stop()
@@ -733,11 +761,55 @@ func (b *bench) query(ctx context.Context) error {
 		return err
 	}
 	b.logf("%d queries: p50 %.2f ms, p99 %.2f ms", len(lat), ms(lat.Percentile(0.5)), ms(lat.Percentile(0.99)))
-	rows := thousands(int64(b.cfg.Rows))
 	b.figure(figQuery50, ms(lat.Percentile(0.5)), nil)
 	b.figure(figQuery99, ms(lat.Percentile(0.99)), nil)
-	b.note("query: %s rows over 1,000 topics, a/+/c matching 2.5%%; one request at a time", rows)
+	b.note("query: %s rows over 1,000 topics (and %s of one row each), a/+/c matching 2.5%% of them; one request at a time",
+		thousands(int64(b.cfg.Rows)), thousands(extraTopics))
+
+	stop = b.profile(sub, "series")
+	lat, err = seriesLatency(ctx, sub.URL(), f, b.cfg.QueryDuration, b.cfg.Queries)
+	stop()
+	if err != nil {
+		return fmt.Errorf("series: %w", err)
+	}
+	b.logf("%d series queries: p50 %.2f ms, p99 %.2f ms", len(lat), ms(lat.Percentile(0.5)), ms(lat.Percentile(0.99)))
+	b.figure(figSeries50, ms(lat.Percentile(0.5)), nil)
+	b.figure(figSeries99, ms(lat.Percentile(0.99)), nil)
+	b.note("series: %s temp over the last day by 1m (%d readings) among %s rows; one request at a time", seriesTopic, f.seriesRows, thousands(int64(rows)))
+
+	stop = b.profile(sub, "topics")
+	lat, err = topicsLatency(ctx, sub.URL(), b.cfg.QueryDuration, b.cfg.Queries)
+	stop()
+	if err != nil {
+		return fmt.Errorf("topics: %w", err)
+	}
+	b.logf("%d topics queries: p50 %.2f ms, p99 %.2f ms", len(lat), ms(lat.Percentile(0.5)), ms(lat.Percentile(0.99)))
+	b.figure(figTopics50, ms(lat.Percentile(0.5)), nil)
+	b.figure(figTopics99, ms(lat.Percentile(0.99)), nil)
+	b.note("topics: GET /topics?limit=10000, all %s topics with their newest message and values in one answer; one request at a time", thousands(1000+extraTopics))
 	return nil
+}
+
+// waitBackfill polls the subscriber until subscriber_values_backfill_remaining
+// is 0, at most limit, and returns the time since start.
+func waitBackfill(ctx context.Context, sub *Proc, limit time.Duration, start time.Time) (time.Duration, error) {
+	client := newClient(1)
+	deadline := start.Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		body, err := get(ctx, client, sub.URL()+"/metrics")
+		if err != nil {
+			return 0, err
+		}
+		left, ok := metricSum(body, "subscriber_values_backfill_remaining")
+		if !ok {
+			return 0, errors.New("the subscriber has no subscriber_values_backfill_remaining")
+		}
+		if left == 0 {
+			return time.Since(start), nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("values not extracted within %s", limit)
 }
 
 func findMosquitto() (string, error) {

@@ -36,6 +36,9 @@ type config struct {
 	BatchRequests int
 	Ingest        int
 	IngestLimit   time.Duration
+	// IngestJSON makes the queued messages JSON objects with two numbers
+	// (values to extract) instead of the issue's short text.
+	IngestJSON    bool
 	E2ERate       int
 	E2EDuration   time.Duration
 	Rows          int
@@ -84,10 +87,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.BatchRequests, "batch-requests", 100_000, "most batch requests of each batch measurement")
 	fs.IntVar(&c.Ingest, "ingest", 200_000, "QoS 1 messages queued for the offline subscriber")
 	fs.DurationVar(&c.IngestLimit, "ingest-limit", 150*time.Second, "longest wait for the queue to drain")
+	fs.BoolVar(&c.IngestJSON, "ingest-json", false, `queue JSON payloads with two numbers ({"seq":N,"value":21.5}) instead of text, to measure the extraction of values`)
 	fs.IntVar(&c.E2ERate, "e2e-rate", 1000, "messages per second of the end-to-end run")
 	fs.DurationVar(&c.E2EDuration, "e2e-duration", 30*time.Second, "duration of the end-to-end run")
-	fs.IntVar(&c.Rows, "rows", 1_000_000, "stored rows under the query")
-	fs.DurationVar(&c.QueryDuration, "query-duration", 15*time.Second, "duration of the query measurement")
+	fs.IntVar(&c.Rows, "rows", 1_000_000, "stored rows under the queries, over 1,000 topics and the last day (plus 9,000 topics of one row)")
+	fs.DurationVar(&c.QueryDuration, "query-duration", 15*time.Second, "duration of each query measurement (messages, series, topics)")
 	fs.IntVar(&c.Queries, "queries", 20_000, "most queries of the query measurement")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "Mosquitto max_inflight_messages (as the repository's mosquitto.conf)")
 	fs.IntVar(&c.MaxQueued, "max-queued", 1_000_000, "Mosquitto max_queued_messages")

@@ -36,9 +36,9 @@ func makeSession(brokerURL, clientID, filter string) error {
 	return nil
 }
 
-// fillQueue publishes n QoS 1 messages under prefix straight to the broker
-// and waits for every PUBACK.
-func fillQueue(ctx context.Context, brokerURL, prefix string, n int) error {
+// fillQueue publishes n QoS 1 messages of load (sample, or jsonSample)
+// under prefix straight to the broker and waits for every PUBACK.
+func fillQueue(ctx context.Context, brokerURL, prefix string, n int, load func(prefix string, i int) (topic, payload string)) error {
 	c, err := connect(brokerURL, mqtt.NewClientOptions().SetClientID("bench-filler"))
 	if err != nil {
 		return err
@@ -61,7 +61,7 @@ func fillQueue(ctx context.Context, brokerURL, prefix string, n int) error {
 				}
 				toks = toks[:0]
 				for i := from; i < min(from+window, n); i++ {
-					t, m := sample(prefix, i)
+					t, m := load(prefix, i)
 					toks = append(toks, c.Publish(t, 1, false, m))
 				}
 				for _, t := range toks {

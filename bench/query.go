@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"time"
 
@@ -24,59 +25,118 @@ func fillTopic(r *rand.Rand) string {
 	return fmt.Sprintf("%c/d%02d/%c", 'a'+r.IntN(10), r.IntN(25), 'c'+r.IntN(4))
 }
 
-// fillStore adds rows messages to the subscriber's SQLite file at path,
-// which the subscriber has created (and migrated) and is not running on.
-// Publishing a million messages through the broker would take longer than
-// the whole run may; writing rows with the subscriber's own schema gives
-// the query the same table and indexes. The rows are as the subscriber
-// would have stored them over the last rows/20 seconds: QoS 1, a short
-// text payload, received_at increasing with id.
-func fillStore(ctx context.Context, path string, rows int) error {
+// Topics of the fill beyond fillTopic's 1,000: one row each, so that GET
+// /topics lists 10,000.
+const extraTopics = 9000
+
+// seriesTopic is the topic of the series query; fill counts its rows.
+const seriesTopic = "a/d07/c"
+
+// fillPayload is the payload of fill row i: a JSON object with two numbers
+// (the fields temp and hum), as a device reports its readings.
+func fillPayload(i int) []byte {
+	return fmt.Appendf(nil, `{"temp":%d.%d,"hum":%d}`, 15+i%11, i%10, 30+i%41)
+}
+
+// fill is what fillStore wrote: where the rows' times begin and end, and
+// how many rows seriesTopic has.
+type fill struct {
+	first, last time.Time
+	seriesRows  int
+}
+
+// fillStore adds rows messages, and one message to each of extraTopics
+// more topics, to the subscriber's SQLite file at path, which the
+// subscriber has created (and migrated) and is not running on. Publishing
+// a million messages through the broker would take longer than the whole
+// run may; writing rows with the subscriber's own schema gives the queries
+// the same table and indexes (its triggers keep the topic names; the fill
+// counts the topics itself, as the subscriber's commits do). The rows are as the subscriber would have stored them over the
+// last day: QoS 1, a JSON payload of two numbers, received_at increasing
+// with id. Their values are left to the subscriber to extract, as it does
+// for a database of an earlier version: fillStore sets the backfill's
+// range to every row.
+func fillStore(ctx context.Context, path string, rows int) (fill, error) {
+	var f fill
 	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return f, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
 	if err := checkColumns(ctx, db); err != nil {
-		return err
+		return f, err
 	}
 	const perStmt = 100
 	cols := "(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)"
 	stmtSQL := "INSERT INTO messages " + cols + " VALUES " +
 		strings.TrimSuffix(strings.Repeat("(?, ?, 1, 0, 0, ?, 'bench-fill', ?),", perStmt), ",")
 	r := rand.New(rand.NewPCG(1, 2))
-	first := time.Now().Add(-time.Duration(rows) * 50 * time.Millisecond)
+	total := rows + extraTopics
+	f.last = time.Now().Truncate(time.Second)
+	f.first = f.last.Add(-24 * time.Hour)
+	every := 24 * time.Hour / time.Duration(total)
 	args := make([]any, 0, 4*perStmt)
-	for done := 0; done < rows; {
+	for done := 0; done < total; {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("begin: %w", err)
+			return f, fmt.Errorf("begin: %w", err)
 		}
 		stmt, err := tx.PrepareContext(ctx, stmtSQL)
 		if err != nil {
-			return errors.Join(fmt.Errorf("prepare insert: %w", err), tx.Rollback())
+			return f, errors.Join(fmt.Errorf("prepare insert: %w", err), tx.Rollback())
 		}
-		for end := min(done+50_000, rows); done < end; {
+		for end := min(done+50_000, total); done < end; {
 			args = args[:0]
 			for range perStmt {
-				_, payload := sample("fill", done)
-				at := first.Add(time.Duration(done) * 50 * time.Millisecond).UnixMicro()
-				args = append(args, fillTopic(r), []byte(payload), at, done%65535+1)
+				topic := fillTopic(r)
+				// The extra topics' rows are spread among the others.
+				if k := done * extraTopics / total; (done+1)*extraTopics/total != k {
+					topic = fmt.Sprintf("z/t%04d", k)
+				} else if topic == seriesTopic {
+					f.seriesRows++
+				}
+				at := f.first.Add(time.Duration(done) * every).UnixMicro()
+				args = append(args, topic, fillPayload(done), at, done%65535+1)
 				done++
+				if done == total {
+					break
+				}
+			}
+			if len(args) < 4*perStmt {
+				break // the last statement is short: written below
 			}
 			if _, err := stmt.ExecContext(ctx, args...); err != nil {
-				return errors.Join(fmt.Errorf("insert: %w", err), stmt.Close(), tx.Rollback())
+				return f, errors.Join(fmt.Errorf("insert: %w", err), stmt.Close(), tx.Rollback())
+			}
+			args = args[:0]
+		}
+		if len(args) > 0 {
+			short := "INSERT INTO messages " + cols + " VALUES " +
+				strings.TrimSuffix(strings.Repeat("(?, ?, 1, 0, 0, ?, 'bench-fill', ?),", len(args)/4), ",")
+			if _, err := tx.ExecContext(ctx, short, args...); err != nil {
+				return f, errors.Join(fmt.Errorf("insert: %w", err), stmt.Close(), tx.Rollback())
 			}
 		}
 		if err := errors.Join(stmt.Close(), tx.Commit()); err != nil {
-			return fmt.Errorf("commit: %w", err)
+			return f, fmt.Errorf("commit: %w", err)
 		}
 	}
-	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	// As an import must: the subscriber counts what it commits itself, its
+	// triggers only keep the names (recountTopics in its sqlite package).
+	if _, err := db.ExecContext(ctx, `UPDATE topics SET (count, first_id, last_id) =
+		(SELECT count(*), min(id), max(id) FROM messages WHERE topic = topics.name);
+	UPDATE topics SET first_at = (SELECT received_at FROM messages WHERE id = topics.first_id),
+		last_at = (SELECT received_at FROM messages WHERE id = topics.last_id)`); err != nil {
+		return f, fmt.Errorf("count the topics: %w", err)
 	}
-	return nil
+	if _, err := db.ExecContext(ctx, "UPDATE values_backfill SET next_id = 0, last_id = (SELECT max(id) FROM messages)"); err != nil {
+		return f, fmt.Errorf("hand the rows to the backfill (does the subscriber keep values?): %w", err)
+	}
+	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return f, fmt.Errorf("checkpoint: %w", err)
+	}
+	return f, nil
 }
 
 // checkColumns makes sure every NOT NULL column without a default is one
@@ -112,9 +172,29 @@ func checkColumns(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// queryLatency sends GET /messages?topic=a/+/c&limit=100 one at a time
-// (latency, not throughput) for d or max requests, after a warm-up, and
-// checks the first answer: 100 rows, each matching the filter.
+// latency sends GET u one at a time (latency, not throughput) for d or max
+// requests, after 20 unmeasured ones.
+func latency(ctx context.Context, u string, d time.Duration, maxRequests int) (Latencies, error) {
+	client := newClient(1)
+	for range 20 {
+		if _, err := get(ctx, client, u); err != nil {
+			return nil, err
+		}
+	}
+	var lat Latencies
+	deadline := time.Now().Add(d)
+	for len(lat) < maxRequests && time.Now().Before(deadline) && ctx.Err() == nil {
+		t := time.Now()
+		if _, err := get(ctx, client, u); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	return lat, nil
+}
+
+// queryLatency measures GET /messages?topic=a/+/c&limit=100 after checking
+// the first answer: 100 rows, each matching the filter.
 func queryLatency(ctx context.Context, base string, d time.Duration, maxRequests int) (Latencies, error) {
 	client := newClient(1)
 	u := base + "/messages?topic=a/%2B/c&limit=100"
@@ -137,19 +217,67 @@ func queryLatency(ctx context.Context, base string, d time.Duration, maxRequests
 			return nil, fmt.Errorf("query answered topic %q for %s", m.Topic, queryFilter)
 		}
 	}
-	for range 20 {
-		if _, err := get(ctx, client, u); err != nil {
-			return nil, err
+	return latency(ctx, u, d, maxRequests)
+}
+
+// seriesLatency measures GET /series of one topic's field temp over the
+// fill's day at 1-minute steps, after checking the first answer: one
+// series holding every row of the topic.
+func seriesLatency(ctx context.Context, base string, f fill, d time.Duration, maxRequests int) (Latencies, error) {
+	u := base + "/series?" + url.Values{"topic": {seriesTopic}, "field": {"temp"}, "step": {"1m"},
+		"since": {f.first.UTC().Format(time.RFC3339)}, "until": {f.last.Add(time.Second).UTC().Format(time.RFC3339)}}.Encode()
+	b, err := get(ctx, newClient(1), u)
+	if err != nil {
+		return nil, err
+	}
+	var answer struct {
+		Series []struct {
+			Topic, Field string
+			Points       []struct{ Count int }
 		}
 	}
-	var lat Latencies
-	deadline := time.Now().Add(d)
-	for len(lat) < maxRequests && time.Now().Before(deadline) && ctx.Err() == nil {
-		t := time.Now()
-		if _, err := get(ctx, client, u); err != nil {
-			return nil, err
-		}
-		lat = append(lat, time.Since(t))
+	if err := json.Unmarshal(b, &answer); err != nil {
+		return nil, fmt.Errorf("decode series: %w", err)
 	}
-	return lat, nil
+	if len(answer.Series) != 1 || answer.Series[0].Topic != seriesTopic || answer.Series[0].Field != "temp" {
+		return nil, fmt.Errorf("series answered %d series, want %s temp", len(answer.Series), seriesTopic)
+	}
+	n := 0
+	for _, p := range answer.Series[0].Points {
+		n += p.Count
+	}
+	if n != f.seriesRows {
+		return nil, fmt.Errorf("series counted %d readings in %d points, want %d", n, len(answer.Series[0].Points), f.seriesRows)
+	}
+	return latency(ctx, u, d, maxRequests)
+}
+
+// topicsLatency measures GET /topics?limit=10000 after checking the first
+// answer: every topic of the fill, with its newest values.
+func topicsLatency(ctx context.Context, base string, d time.Duration, maxRequests int) (Latencies, error) {
+	u := base + "/topics?limit=10000"
+	b, err := get(ctx, newClient(1), u)
+	if err != nil {
+		return nil, err
+	}
+	var answer struct {
+		Topics []struct {
+			Topic  string
+			Count  int
+			Values map[string]float64
+		}
+		Next *string
+	}
+	if err := json.Unmarshal(b, &answer); err != nil {
+		return nil, fmt.Errorf("decode topics: %w", err)
+	}
+	if len(answer.Topics) != 1000+extraTopics || answer.Next != nil {
+		return nil, fmt.Errorf("topics answered %d topics (next %v), want %d", len(answer.Topics), answer.Next, 1000+extraTopics)
+	}
+	for _, t := range answer.Topics {
+		if len(t.Values) != 2 || t.Count < 1 {
+			return nil, fmt.Errorf("topics answered %s with %d rows and values %v, want temp and hum", t.Topic, t.Count, t.Values)
+		}
+	}
+	return latency(ctx, u, d, maxRequests)
 }

@@ -554,6 +554,9 @@ func TestComposeConfig(t *testing.T) {
 		{"default", []string{"config", "-q"}},
 		{"nats", []string{"--profile", "nats", "config", "-q"}},
 		{"all profiles", []string{"--profile", "postgres", "--profile", "monitoring", "--profile", "nats", "config", "-q"}},
+		// Grafana is in both profiles, so each must stand alone.
+		{"postgres alone", []string{"--profile", "postgres", "config", "-q"}},
+		{"monitoring alone", []string{"--profile", "monitoring", "config", "-q"}},
 		{".env.example", []string{"--env-file", ".env.example", "--profile", "postgres", "--profile", "monitoring", "--profile", "nats", "config", "-q"}},
 	}
 	for _, tt := range tests {
@@ -663,7 +666,7 @@ func TestOpenAPIDocumentsCoverTheContract(t *testing.T) {
 			"/healthz": "get", "/readyz": "get", "/metrics": "get",
 		}},
 		{"subscriber.yaml", map[string]string{
-			"/messages": "get", "/messages/stream": "get",
+			"/messages": "get", "/messages/stream": "get", "/series": "get", "/topics": "get",
 			"/healthz": "get", "/readyz": "get", "/metrics": "get",
 		}},
 	}

@@ -297,6 +297,7 @@ func TestConsoleAsksForToken(t *testing.T) {
 	sub.WaitReady(t, 10*time.Second)
 	pub := subscriberPublisher(t, b)
 	pub("console/token/stored", 1, []byte("stored before the page"))
+	pub("console/token/temperature", 1, []byte("21.5"))
 	if !harness.Eventually(10*time.Second, func() bool {
 		r := harness.Get(t, sub.URL()+"/messages?topic=console/token/stored", "Authorization", "Bearer "+token)
 		return r.Status == 200 && strings.Contains(string(r.Body), "stored before the page")
@@ -338,6 +339,14 @@ func TestConsoleAsksForToken(t *testing.T) {
 	if cells := tableRow(t, ctx, "console/token/live"); len(cells) != 6 || cells[5] != "live after the token" {
 		t.Errorf("row %q, want the live payload", cells)
 	}
+	// The values view reads with the token too: GET /topics, GET /series
+	// and its own stream.
+	inBrowser(t, ctx, 10*time.Second, "wait for the readings",
+		chromedp.WaitVisible(readingSel("console/token/temperature")),
+		discard(chromedp.Poll[bool](`!!document.querySelector(`+strconv.Quote(lineSel("console/token/temperature"))+`)`)))
+	pub("console/token/temperature", 1, []byte("22.5"))
+	inBrowser(t, ctx, 5*time.Second, "wait for the live reading",
+		discard(chromedp.Poll[bool](`document.querySelector(`+strconv.Quote(lineSel("console/token/temperature"))+`).dataset.last === "22.5"`)))
 
 	if got := evaluate[string](t, ctx, `sessionStorage.getItem("mqtt-console-api-token") || ""`); got != token {
 		t.Errorf("sessionStorage holds %q, want the token", got)

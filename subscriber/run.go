@@ -11,6 +11,7 @@ import (
 
 	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/api"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/ingest"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
@@ -55,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}, st, m)
 
 	reads := newReadGate(reg)
+	fill := newBackfill(log, st, reg)
 	handler := api.NewServer(log, st, []api.Check{
 		{Name: "mqtt", Func: func(context.Context) error { return ing.Ready() }},
 		{Name: "store", Func: st.Ping},
@@ -65,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Ingest outlives HTTP: at a signal HTTP stops first, then ingest
 	// commits what is queued before it disconnects.
-	tasks := []service.Task{ing.Run, follow}
+	tasks := []service.Task{ing.Run, follow, func(ctx context.Context) error { fill.Run(ctx); return nil }}
 	if cfg.Retention > 0 {
 		tasks = append(tasks, func(ctx context.Context) error { retention.Run(ctx, log, st, cfg.Retention, m); return nil })
 	}
@@ -105,6 +107,21 @@ func feedHub(ctx context.Context, log *slog.Logger, st store.Store, hub *stream.
 }
 
 // newReadGate bounds the reads of stored messages running at once.
+// newBackfill extracts, beside ingest, the values of messages stored
+// before the store kept values, with its metrics.
+func newBackfill(log *slog.Logger, st store.Store, reg prometheus.Registerer) *backfill.Backfill {
+	fill := backfill.New(log, st)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "subscriber_values_backfill_remaining", Help: "Messages stored before values were kept whose values are still to be extracted (-1 until the first batch)."},
+			func() float64 { return float64(fill.Left()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_values_backfilled_total", Help: "Messages stored before values were kept whose values have been extracted."},
+			func() float64 { return float64(fill.Read()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "subscriber_values_backfill_errors_total", Help: "Failed batches of the extraction of earlier messages' values (each is retried)."},
+			func() float64 { return float64(fill.Errors()) }),
+	)
+	return fill
+}
+
 func newReadGate(reg prometheus.Registerer) *readlimit.Gate {
 	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
 	reg.MustRegister(

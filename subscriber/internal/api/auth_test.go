@@ -50,7 +50,7 @@ func TestAPIToken(t *testing.T) {
 		{"scheme in another case", "bearer s3cret", 200, "", ""},
 	}
 	for _, tt := range tests {
-		for _, path := range []string{"/messages", "/messages?after=0"} {
+		for _, path := range []string{"/messages", "/messages?after=0", "/messages?format=csv", "/series", "/topics"} {
 			req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"encoding/base64"
+	"math"
 	"strconv"
 	"unicode/utf8"
 
@@ -119,4 +120,24 @@ func writeString(w *bufio.Writer, s []byte) {
 	}
 	w.Write(s[start:])
 	w.WriteByte('"')
+}
+
+// appendFloat appends f as encoding/json writes a float64: the shortest
+// decimal that reads back as f, in exponent form only below 1e-6 and from
+// 1e21 on.
+func appendFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 becomes e-9, as encoding/json writes it.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }

@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 	"unicode/utf8"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
-	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
 )
 
 // Limits of GET /messages.
@@ -55,47 +53,14 @@ func NewMessage(m store.Message) Message {
 // of the next message to show; clients treat it as opaque.
 func parseQuery(v url.Values) (store.Query, error) {
 	q := store.Query{Filter: "#", Limit: DefaultLimit}
-	one := func(name string) (string, bool, error) {
-		vs, ok := v[name]
-		switch {
-		case !ok:
-			return "", false, nil
-		case len(vs) > 1:
-			return "", false, &paramError{name, "given more than once"}
-		}
-		return vs[0], true, nil
-	}
-	s, ok, err := one("topic")
-	if err != nil {
+	var err error
+	if q.Filter, err = filterParam(v); err != nil {
 		return q, err
 	}
-	if ok {
-		if err := topic.ValidateFilter(s); err != nil {
-			return q, &paramError{"topic", "not a valid MQTT topic filter: " + err.Error()}
-		}
-		q.Filter = s
+	if q.Since, q.Until, err = timeParams(v); err != nil {
+		return q, err
 	}
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &q.Since}, {"until", &q.Until}} {
-		s, ok, err := one(p.name)
-		if err != nil {
-			return q, err
-		}
-		if !ok {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return q, &paramError{p.name, "want an RFC 3339 time like 2026-11-24T10:00:00Z"}
-		}
-		*p.dst = t
-	}
-	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
-		return q, &paramError{"until", "must be after since"}
-	}
-	s, ok, err = one("limit")
+	s, ok, err := one(v, "limit")
 	if err != nil {
 		return q, err
 	}
@@ -106,7 +71,7 @@ func parseQuery(v url.Values) (store.Query, error) {
 		}
 		q.Limit = n
 	}
-	s, ok, err = one("before")
+	s, ok, err = one(v, "before")
 	if err != nil {
 		return q, err
 	}
@@ -123,12 +88,29 @@ func parseQuery(v url.Values) (store.Query, error) {
 // handleListMessages answers GET /messages. A page ends at the limit or
 // at readlimit.PageBytes of payload, whichever comes first (at least one
 // row), and is written as it is encoded; gate bounds how many pages are
-// read and written at once.
+// read and written at once. Asked for CSV or NDJSON (Accept, or the format
+// parameter), it exports every matching row instead (see export).
 func handleListMessages(log *slog.Logger, messages Lister, gate *readlimit.Gate) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q, err := parseQuery(r.URL.Query())
+		v := r.URL.Query()
+		q, err := parseQuery(v)
 		if err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		format, err := negotiate(r, v)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if format != formatJSON {
+			for _, name := range []string{"limit", "before"} {
+				if v.Has(name) {
+					writeError(w, r, log, &paramError{name, "an export (CSV or NDJSON) has every matching row: narrow it with topic, since and until"})
+					return
+				}
+			}
+			export(w, r, log, messages, gate, q, format)
 			return
 		}
 		// The turn is held until the page is written: its rows are in

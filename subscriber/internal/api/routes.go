@@ -15,7 +15,7 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
-func routes(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) http.Handler {
+func routes(log *slog.Logger, st Reader, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -38,9 +38,11 @@ func routes(log *slog.Logger, messages Lister, ready []Check, metrics prometheus
 		if opt.APIToken != "" {
 			r.Use(requireToken(log, opt.APIToken))
 		}
-		r.Get("/messages", handleListMessages(log, messages, opt.Gate))
-		r.Get("/messages/stream", stream.Handler(log, messages, hub, func(m store.Message) any { return NewMessage(m) },
+		r.Get("/messages", handleListMessages(log, st, opt.Gate))
+		r.Get("/messages/stream", stream.Handler(log, st, hub, func(m store.Message) any { return NewMessage(m) },
 			stream.Options{Gate: opt.Gate, PageBytes: readlimit.PageBytes}).ServeHTTP)
+		r.Get("/series", handleSeries(log, st, opt.Gate))
+		r.Get("/topics", handleTopics(log, st, opt.Gate))
 	})
 	return r
 }

@@ -20,6 +20,14 @@ type Lister interface {
 	List(ctx context.Context, q store.Query) ([]store.Message, error)
 }
 
+// Reader is what the API reads from the store: messages, time buckets of
+// their values, and topics.
+type Reader interface {
+	Lister
+	SeriesReader
+	TopicLister
+}
+
 // Check is one condition of readiness; Func returns why it is not met.
 type Check struct {
 	Name string
@@ -40,11 +48,11 @@ type Options struct {
 
 // NewServer returns the handler of every route (see routes.go). hub feeds
 // GET /messages/stream.
-func NewServer(log *slog.Logger, messages Lister, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) http.Handler {
+func NewServer(log *slog.Logger, st Reader, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) http.Handler {
 	if opt.Gate == nil {
 		opt.Gate = readlimit.New(readlimit.Concurrent, readlimit.Wait)
 	}
-	return routes(log, messages, ready, metrics, hub, opt)
+	return routes(log, st, ready, metrics, hub, opt)
 }
 
 // Server wraps h with timeouts fit for this API. WriteTimeout bounds

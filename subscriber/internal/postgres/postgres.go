@@ -21,7 +21,8 @@ import (
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	series seriesCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -81,6 +82,7 @@ func (s *Store) recover(ctx context.Context, err error) error {
 	if !errors.As(err, &pgErr) || pgErr.Code != undefinedTable {
 		return err
 	}
+	s.series.reset() // the ids were of the old tables
 	if merr := migrate(ctx, s.pool, migrations); merr != nil {
 		return fmt.Errorf("schema missing (%w); creating it again: %w", err, merr)
 	}
@@ -102,22 +104,35 @@ func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 }
 
 // Commit stores c in one transaction: the messages in one batch of
-// statements, then, as their ids are needed, the session's records in a
-// second one.
+// statements, then, as their ids are needed, their values, the counts of
+// their topics and the session's records in a second one (with a round
+// trip between the two for series never seen before).
 func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 	ids := make([]int64, len(c.Messages))
+	vals := extract(c.Messages)
+	var created found
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := insertMessages(ctx, tx, c.Messages, ids); err != nil {
 			return err
 		}
-		if c.ClientID == "" {
+		var b pgx.Batch
+		var err error
+		if created, err = s.queueValues(ctx, tx, &b, c.Messages, ids, vals); err != nil {
+			return err
+		}
+		queueTopics(&b, c.Messages, ids)
+		if c.ClientID != "" {
+			queueSession(&b, c, ids)
+		}
+		if b.Len() == 0 {
 			return nil
 		}
-		return writeSession(ctx, tx, c, ids)
+		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
 		return s.recover(ctx, fmt.Errorf("commit %d messages: %w", len(c.Messages), err))
 	}
+	s.series.add(created)
 	for i := range c.Messages {
 		c.Messages[i].ID = ids[i]
 	}
@@ -128,17 +143,10 @@ func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []
 	if len(msgs) == 0 {
 		return nil
 	}
-	// Sorted, so that concurrent subscribers adding the same new names
-	// take their locks in one order.
-	names := make([]string, len(msgs))
-	for i, m := range msgs {
-		names[i] = m.Topic
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
 	var b pgx.Batch
+	// The names of the topics are added with their counts (queueTopics),
+	// under this lock.
 	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
-	b.Queue(`INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, names)
 	for i, m := range msgs {
 		payload := m.Payload
 		if payload == nil {
@@ -152,9 +160,51 @@ func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []
 	return tx.SendBatch(ctx, &b).Close()
 }
 
-// writeSession records c's session state; ids are the ids of c.Messages.
-func writeSession(ctx context.Context, tx pgx.Tx, c *store.Commit, ids []int64) error {
-	var b pgx.Batch
+// queueTopics queues the counts and the oldest and newest messages of the
+// topics of msgs (whose ids are ids), adding the names not yet known. Rows
+// are sorted by name, so that writers lock them in one order.
+func queueTopics(b *pgx.Batch, msgs []store.Message, ids []int64) {
+	if len(msgs) == 0 {
+		return
+	}
+	type stat struct {
+		n               int64
+		firstID, lastID int64
+		firstAt, lastAt time.Time
+	}
+	stats := map[string]*stat{}
+	for i, m := range msgs {
+		st := stats[m.Topic]
+		if st == nil {
+			st = &stat{firstID: ids[i], firstAt: m.ReceivedAt}
+			stats[m.Topic] = st
+		}
+		st.n++
+		st.lastID, st.lastAt = ids[i], m.ReceivedAt
+	}
+	names := make([]string, 0, len(stats))
+	for name := range stats {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	counts, firstIDs, lastIDs := make([]int64, len(names)), make([]int64, len(names)), make([]int64, len(names))
+	firstAts, lastAts := make([]time.Time, len(names)), make([]time.Time, len(names))
+	for k, name := range names {
+		st := stats[name]
+		counts[k], firstIDs[k], firstAts[k], lastIDs[k], lastAts[k] = st.n, st.firstID, st.firstAt, st.lastID, st.lastAt
+	}
+	b.Queue(`INSERT INTO topics (name, count, first_id, first_at, last_id, last_at)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::bigint[], $6::timestamptz[])
+		ON CONFLICT (name) DO UPDATE SET count = topics.count + excluded.count,
+		first_id = CASE WHEN topics.first_id = 0 THEN excluded.first_id ELSE topics.first_id END,
+		first_at = CASE WHEN topics.first_id = 0 THEN excluded.first_at ELSE topics.first_at END,
+		last_id = GREATEST(topics.last_id, excluded.last_id),
+		last_at = CASE WHEN excluded.last_id > topics.last_id THEN excluded.last_at ELSE topics.last_at END`,
+		names, counts, firstIDs, firstAts, lastIDs, lastAts)
+}
+
+// queueSession queues c's session state; ids are the ids of c.Messages.
+func queueSession(b *pgx.Batch, c *store.Commit, ids []int64) {
 	if n := len(c.Deliveries); n > 0 {
 		pids, qos := make([]int32, n), make([]int16, n)
 		conns, seqs, mids, hashes := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
@@ -204,7 +254,6 @@ func writeSession(ctx context.Context, tx pgx.Tx, c *store.Commit, ids []int64) 
 		b.Queue(`DELETE FROM acked WHERE client_id = $1
 			AND conn < coalesce((SELECT min(conn) FROM deliveries WHERE client_id = $1), $2)`, c.ClientID, c.Connected)
 	}
-	return tx.SendBatch(ctx, &b).Close()
 }
 
 const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
@@ -440,34 +489,61 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 }
 
 // DeleteBefore deletes at most limit of the oldest rows received before
-// cutoff, and the names of topics left without rows.
+// cutoff and their values (for each topic, those up to the newest of its
+// rows deleted), and keeps topics: the names left without rows go, the
+// others' counts and oldest and newest messages follow.
 func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `DELETE FROM messages WHERE id IN
-			(SELECT id FROM messages WHERE received_at < $1 ORDER BY received_at LIMIT $2) RETURNING topic`, cutoff, limit)
+			(SELECT id FROM messages WHERE received_at < $1 ORDER BY received_at LIMIT $2) RETURNING topic, received_at`, cutoff, limit)
 		if err != nil {
 			return err
 		}
-		gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
+		gone := map[string]int64{}
+		upto := map[string]time.Time{}
+		var topic string
+		var at time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&topic, &at}, func() error {
+			gone[topic]++
+			if at.After(upto[topic]) {
+				upto[topic] = at
+			}
+			n++
+			return nil
+		}); err != nil {
 			return err
 		}
-		n = int64(len(gone))
 		if n == 0 {
 			return nil
 		}
-		slices.Sort(gone)
-		gone = slices.Compact(gone)
-		// Waits for the Inserts in flight, so that the next statement
-		// sees their rows; Inserts after it wait for this commit and
-		// then add the names again.
+		names := make([]string, 0, len(gone))
+		for name := range gone {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		counts, ats := make([]int64, len(names)), make([]time.Time, len(names))
+		for k, name := range names {
+			counts[k], ats[k] = gone[name], upto[name]
+		}
+		// Waits for the Inserts in flight, so that the next statements
+		// see their rows; Inserts after it wait for this commit and then
+		// add the names again.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, topicsLock); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM topics WHERE name = ANY($1)
-			AND NOT EXISTS (SELECT 1 FROM messages WHERE topic = topics.name)`, gone)
-		return err
+		var b pgx.Batch
+		b.Queue(`DELETE FROM topics WHERE name = ANY($1)
+			AND NOT EXISTS (SELECT 1 FROM messages WHERE topic = topics.name)`, names)
+		b.Queue(`UPDATE topics t SET count = t.count - d.n,
+			first_id = f.id, first_at = f.received_at, last_id = l.id, last_at = l.received_at
+			FROM unnest($1::text[], $2::bigint[]) AS d(name, n)
+			CROSS JOIN LATERAL (SELECT id, received_at FROM messages WHERE topic = d.name ORDER BY id LIMIT 1) f
+			CROSS JOIN LATERAL (SELECT id, received_at FROM messages WHERE topic = d.name ORDER BY id DESC LIMIT 1) l
+			WHERE t.name = d.name`, names, counts)
+		b.Queue(`DELETE FROM message_values v USING series s, unnest($1::text[], $2::timestamptz[]) AS d(name, upto)
+			WHERE s.topic = d.name AND v.series_id = s.id AND v.at <= d.upto`, names, ats)
+		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
 		return 0, fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,4 +173,120 @@ func TestIdleTransactionTimeout(t *testing.T) {
 			t.Errorf("%s: idle_in_transaction_session_timeout %q, %v; want %q", tt.url, got, err, tt.want)
 		}
 	}
+}
+
+// A database of the previous schema: its topics are counted when it is
+// migrated, and its rows get their values from FillValues, which two
+// members of a share group run at once.
+func TestMigrateFillsValues(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if err := migrate(ctx, pool, migrations[:len(migrations)-1]); err != nil {
+		pool.Close()
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	for i := range old {
+		m := &old[i]
+		err := pool.QueryRow(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
+			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
+		if err != nil {
+			pool.Close()
+			t.Fatalf("insert old rows: %v", err)
+		}
+	}
+	// As the previous version kept them.
+	if _, err := pool.Exec(ctx, `INSERT INTO topics (name) SELECT DISTINCT topic FROM messages`); err != nil {
+		pool.Close()
+		t.Fatalf("topics of the old rows: %v", err)
+	}
+	pool.Close()
+	a, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open a second member: %v", err)
+	}
+	defer b.Close()
+	storetest.CheckFilled(t, twoMembers{a, b}, old, 4)
+}
+
+// twoMembers is one store whose FillValues calls alternate between two
+// members of a group.
+type twoMembers struct {
+	*Store
+	other *Store
+}
+
+var turn atomic.Int64
+
+func (m twoMembers) FillValues(ctx context.Context, limit int) (int, int64, error) {
+	if turn.Add(1)%2 == 0 {
+		return m.other.FillValues(ctx, limit)
+	}
+	return m.Store.FillValues(ctx, limit)
+}
+
+func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openFresh, 200000, 1000) }
+func BenchmarkTopics10000(b *testing.B) { storetest.BenchmarkTopics(b, openFresh, 100000, 10000) }
+
+// A member of a group whose schema another member created again (after the
+// database was dropped) holds series ids of the old table: its next commit
+// of values fails rather than file them under another series, and the one
+// after looks the series up again.
+func TestSeriesIDsOfARecreatedSchema(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	a, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer b.Close()
+	at := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	reading := func(topic, payload string, sec int) []store.Message {
+		return []store.Message{{Topic: topic, Payload: []byte(payload), ReceivedAt: at.Add(time.Duration(sec) * time.Second), ClientID: "c"}}
+	}
+	if err := a.Insert(ctx, reading("x", "1", 0)); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	if _, err := a.pool.Exec(ctx, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"); err != nil {
+		t.Fatalf("drop the schema: %v", err)
+	}
+	if err := b.Ping(ctx); !errors.Is(err, store.ErrReset) {
+		t.Fatalf("ping of the other member: %v, want ErrReset", err)
+	}
+	if err := b.Insert(ctx, reading("y", "2", 1)); err != nil {
+		t.Fatalf("insert by the other member: %v", err)
+	}
+	if err := a.Insert(ctx, reading("x", "3", 2)); !errors.Is(err, errStaleSeries) {
+		t.Fatalf("insert with the old ids: %v, want errStaleSeries", err)
+	}
+	if err := a.Insert(ctx, reading("x", "3", 2)); err != nil {
+		t.Fatalf("insert again: %v", err)
+	}
+	got, err := a.Series(ctx, store.SeriesQuery{Filter: "#", Since: at, Until: at.Add(time.Minute), Step: time.Minute})
+	if err != nil {
+		t.Fatalf("series: %v", err)
+	}
+	if len(got) != 2 || got[0].Topic != "x" || got[0].Points[0].Count != 1 || got[0].Points[0].Last != 3 ||
+		got[1].Topic != "y" || got[1].Points[0].Count != 1 || got[1].Points[0].Last != 2 {
+		t.Errorf("series %+v, want x with 3 and y with 2", got)
+	}
+}
+
+func BenchmarkInsertText500(b *testing.B) {
+	storetest.BenchmarkInsertPayload(b, openFresh, 500, []byte("seq=1234 value=21.5"))
 }

@@ -82,7 +82,56 @@ var migrations = []string{
 	// after the last id it has seen, with no row committed later under a
 	// smaller id. See orderTrigger for why a lock, and its cost.
 	orderTrigger,
+	valuesSchema,
 }
+
+// valuesSchema keeps the numbers of the payloads (package values) and what
+// GET /topics shows of each topic.
+//
+// series names each topic and field once; message_values holds one row per
+// value: its series, the message's received_at (at) and id, and the
+// number. Its primary key, (series_id, at, message_id), is the order GET
+// /series reads a series in, and INCLUDEs the value so that the read is an
+// index-only scan of one range. Messages stored before this version get
+// their values from FillValues, in the background: values_backfill is how
+// far it has come (next_id) and where it stops (last_id, the newest id when
+// this version first migrated the database). The view readings joins the
+// two for dashboards (Grafana's PostgreSQL data source).
+//
+// topics gains what GET /topics shows: the count of stored messages and the
+// oldest and newest of them (id and received_at), kept by Commit and
+// DeleteBefore.
+const valuesSchema = `CREATE TABLE series (
+		id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		topic text COLLATE "C" NOT NULL,
+		field text COLLATE "C" NOT NULL,
+		UNIQUE (topic, field)
+	);
+	CREATE TABLE message_values (
+		series_id  bigint           NOT NULL,
+		at         timestamptz      NOT NULL,
+		message_id bigint           NOT NULL,
+		value      double precision NOT NULL,
+		PRIMARY KEY (series_id, at, message_id) INCLUDE (value)
+	);
+	CREATE TABLE values_backfill (next_id bigint NOT NULL, last_id bigint NOT NULL);
+	INSERT INTO values_backfill (next_id, last_id) SELECT 0, coalesce(max(id), 0) FROM messages;
+	CREATE VIEW readings AS
+		SELECT v.at AS time, s.topic, s.field, v.value, v.message_id
+		FROM message_values v JOIN series s ON s.id = v.series_id;
+
+	ALTER TABLE topics
+		ADD COLUMN count    bigint      NOT NULL DEFAULT 0,
+		ADD COLUMN first_id bigint      NOT NULL DEFAULT 0,
+		ADD COLUMN first_at timestamptz NOT NULL DEFAULT 'epoch',
+		ADD COLUMN last_id  bigint      NOT NULL DEFAULT 0,
+		ADD COLUMN last_at  timestamptz NOT NULL DEFAULT 'epoch';
+	UPDATE topics t SET count = s.n, first_id = s.lo, last_id = s.hi
+		FROM (SELECT topic, count(*) AS n, min(id) AS lo, max(id) AS hi FROM messages GROUP BY topic) s
+		WHERE s.topic = t.name;
+	UPDATE topics SET first_at = (SELECT received_at FROM messages WHERE id = first_id),
+		last_at = (SELECT received_at FROM messages WHERE id = last_id)
+		WHERE count > 0;`
 
 // orderTrigger makes every INSERT into messages take, before it draws its
 // first id, a transaction-scoped exclusive advisory lock that is held until

@@ -71,10 +71,13 @@ type handles struct {
 	w    *sql.DB // the one writer connection
 	r    *sql.DB // readers (WAL lets them run beside the writer)
 
-	inserts [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
-	upserts [len(chunkSizes)]*sql.Stmt // multi-row upserts of deliveries on w, by chunk size
-	topics  topicCache
-	stmts   stmtCache // of listTopics, on r
+	inserts      [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
+	upserts      [len(chunkSizes)]*sql.Stmt // multi-row upserts of deliveries on w, by chunk size
+	valueInserts [len(chunkSizes)]*sql.Stmt // the same, of message_values
+	topicUpserts [len(chunkSizes)]*sql.Stmt // the counts of topics, by chunk size
+	series       seriesCache
+	topics       topicCache
+	stmts        stmtCache // of listTopics, on r
 }
 
 var _ store.Store = (*Store)(nil)
@@ -170,13 +173,19 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 		if h.upserts[k], err = w.PrepareContext(ctx, upsertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare upsert of %d deliveries: %w", n, err), h.close())
 		}
+		if h.valueInserts[k], err = w.PrepareContext(ctx, valueInsertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare insert of %d values: %w", n, err), h.close())
+		}
+		if h.topicUpserts[k], err = w.PrepareContext(ctx, topicUpsertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare the counts of %d topics: %w", n, err), h.close())
+		}
 	}
 	return h, nil
 }
 
 func (h *handles) close() error {
 	errs := []error{h.stmts.close()}
-	for _, st := range append(h.inserts[:], h.upserts[:]...) {
+	for _, st := range append(append(append(h.inserts[:], h.upserts[:]...), h.valueInserts[:]...), h.topicUpserts[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -378,6 +387,8 @@ func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 }
 
 func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err error) {
+	// Before the transaction: the writer is not held for parsing.
+	vals := store.ExtractValues(c.Messages)
 	tx, err := h.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
@@ -390,6 +401,13 @@ func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err
 	if ids, err = h.insert(ctx, tx, c.Messages); err != nil {
 		return nil, err
 	}
+	created, err := h.insertValues(ctx, tx, c.Messages, ids, vals)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.countTopics(ctx, tx, c.Messages, ids); err != nil {
+		return nil, err
+	}
 	if c.ClientID != "" {
 		if err := h.writeSession(ctx, tx, c, ids); err != nil {
 			return nil, err
@@ -398,6 +416,7 @@ func (h *handles) commit(ctx context.Context, c *store.Commit) (ids []int64, err
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	h.series.add(created)
 	return ids, nil
 }
 
@@ -873,16 +892,47 @@ func (s *Store) BatchIDs(ctx context.Context, key int64, since time.Time) ([]int
 	return ids, nil
 }
 
-// DeleteBefore deletes at most limit of the oldest rows received before cutoff.
-func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
-	res, err := s.h.Load().w.ExecContext(ctx, `DELETE FROM messages WHERE id IN
-		(SELECT id FROM messages WHERE received_at < ? ORDER BY received_at LIMIT ?)`, cutoff.UnixMicro(), limit)
+// DeleteBefore deletes at most limit of the oldest rows received before
+// cutoff, and their values: for each topic, those up to the newest of its
+// rows deleted. (The triggers on messages keep topics.)
+func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (n int64, err error) {
+	h := s.h.Load()
+	tx, err := h.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err)
 	}
-	n, err := res.RowsAffected()
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err), ignoreDone(tx.Rollback()))
+		}
+	}()
+	rows, err := tx.QueryContext(ctx, `DELETE FROM messages WHERE id IN
+		(SELECT id FROM messages WHERE received_at < ? ORDER BY received_at LIMIT ?) RETURNING topic, received_at`, cutoff.UnixMicro(), limit)
 	if err != nil {
-		return 0, fmt.Errorf("delete messages before %s: %w", cutoff.Format(time.RFC3339), err)
+		return 0, err
+	}
+	upto := map[string]int64{}
+	for rows.Next() {
+		var topic string
+		var at int64
+		if err := rows.Scan(&topic, &at); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		upto[topic] = max(upto[topic], at)
+		n++
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	for topic, at := range upto {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM message_values
+			WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND at <= ?`, topic, at); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
 	}
 	return n, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/storetest"
 )
@@ -187,7 +188,8 @@ func TestPingNoticesDeletedFile(t *testing.T) {
 
 // Rows written into the file by another program (an import, the bench
 // harness's fill) are found by wildcard queries too: the topic names are
-// kept by triggers, not by Insert.
+// kept by triggers, not by Insert. Their counts are Commit's, so such a
+// program recounts (recountTopics).
 func TestRowsWrittenByOthersAreFound(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "messages.db")
@@ -213,4 +215,115 @@ func TestRowsWrittenByOthersAreFound(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].Topic != "import/b" {
 		t.Errorf("after: %+v, err %v, want import/b and import/a", got, err)
 	}
+	// GET /topics counts them once the program that wrote them has
+	// recounted the topics.
+	if _, err := db.ExecContext(ctx, recountTopics); err != nil {
+		t.Fatalf("recount: %v", err)
+	}
+	topics, err := s.Topics(ctx, store.TopicQuery{Filter: "import/+", Limit: 10})
+	if err != nil || len(topics) != 2 || topics[0].Count != 1 || topics[1].Last.ID != got[0].ID {
+		t.Errorf("topics: %+v, err %v, want import/a and import/b, one row each", topics, err)
+	}
+}
+
+// A file of the previous schema: its topics are counted when it is
+// migrated, and its rows get their values from FillValues.
+func TestMigrateFillsValues(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messages.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	for i := range old {
+		m := &old[i]
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`,
+			m.Topic, m.Payload, m.ReceivedAt.UnixMicro())
+		if err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+		if m.ID, err = res.LastInsertId(); err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("commit old rows: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	storetest.CheckFilled(t, s, old, 2)
+}
+
+func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openTemp, 200000, 1000) }
+func BenchmarkTopics10000(b *testing.B) { storetest.BenchmarkTopics(b, openTemp, 100000, 10000) }
+
+// BenchmarkFillValues measures FillValues over rows of a file of the
+// previous schema, batch after batch without pauses.
+func BenchmarkFillValues(b *testing.B) {
+	ctx := context.Background()
+	const rows = 50_000
+	for b.Loop() {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "messages.db")
+		db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+		if err != nil {
+			b.Fatalf("open: %v", err)
+		}
+		if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+			b.Fatalf("previous schema: %v", err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range rows {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO messages (topic, payload, qos, retained, duplicate, received_at, client_id, packet_id)
+				VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`, fmt.Sprintf("t/%d", i%1000), fmt.Sprintf(`{"temp":%d.5,"hum":%d}`, i%30, i%50), i); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := errors.Join(tx.Commit(), db.Close()); err != nil {
+			b.Fatal(err)
+		}
+		s, err := Open(ctx, path)
+		if err != nil {
+			b.Fatalf("open: %v", err)
+		}
+		b.StartTimer()
+		batches := 0
+		for {
+			n, left, err := s.FillValues(ctx, backfill.Batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			batches++
+			if n == 0 && left == 0 {
+				break
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(batches), "batches")
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkInsertText500(b *testing.B) {
+	storetest.BenchmarkInsertPayload(b, openTemp, 500, []byte("seq=1234 value=21.5"))
 }

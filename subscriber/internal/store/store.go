@@ -169,8 +169,19 @@ type Store interface {
 	// recent rows, so batch keys need no index of their own.
 	BatchIDs(ctx context.Context, key int64, since time.Time) ([]int64, error)
 	// DeleteBefore deletes at most limit messages received before cutoff,
-	// oldest first, and returns how many it deleted.
+	// oldest first, with their values, and returns how many it deleted.
 	DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error)
+	// Series returns the values of the messages q selects as time
+	// buckets, one Series per topic and field (see SeriesQuery).
+	Series(ctx context.Context, q SeriesQuery) ([]Series, error)
+	// Topics returns the stored topics q selects, by name (see
+	// TopicQuery).
+	Topics(ctx context.Context, q TopicQuery) ([]Topic, error)
+	// FillValues extracts and stores the values of up to limit messages
+	// stored before the store kept values (a database made by an earlier
+	// version), oldest first, in one short transaction. It returns how
+	// many it read and about how many are left to read (0: all done).
+	FillValues(ctx context.Context, limit int) (read int, left int64, err error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	Close() error

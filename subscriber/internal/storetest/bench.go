@@ -4,21 +4,30 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 )
 
-// BenchmarkInsert measures committing batches of size messages.
+// BenchmarkInsert measures committing batches of size messages with
+// payloads of two values.
 func BenchmarkInsert(b *testing.B, o Opener, size int) {
+	BenchmarkInsertPayload(b, o, size, []byte(`{"temperature":21.5,"humidity":40}`))
+}
+
+// BenchmarkInsertPayload measures committing batches of size messages with
+// payload, and reports the CPU time per message (which a loaded machine
+// changes less than the time).
+func BenchmarkInsertPayload(b *testing.B, o Opener, size int, payload []byte) {
 	s := o(b)
 	defer s.Close()
 	ctx := context.Background()
-	payload := []byte(`{"temperature":21.5,"humidity":40}`)
 	batch := make([]store.Message, size)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := 0; b.Loop(); i++ {
 		for j := range batch {
 			batch[j] = store.Message{
@@ -31,6 +40,16 @@ func BenchmarkInsert(b *testing.B, o Opener, size int) {
 		}
 	}
 	b.ReportMetric(float64(size), "msgs/op")
+	b.ReportMetric(float64(cpuTime()-cpu)/1e3/float64(b.N*size), "cpu-µs/msg")
+}
+
+// cpuTime is the CPU time of the process so far, in nanoseconds.
+func cpuTime() int64 {
+	var r syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &r); err != nil {
+		return 0
+	}
+	return r.Utime.Nano() + r.Stime.Nano()
 }
 
 // BenchmarkCommit measures committing batches of size messages with the
@@ -93,6 +112,61 @@ func BenchmarkList(b *testing.B, o Opener, rows int, filter string) {
 		}
 		if len(msgs) == 0 {
 			b.Fatalf("list %q: no rows", filter)
+		}
+	}
+}
+
+// fillTelemetry stores rows readings of topics devices (d0000/temperature
+// ...), spread evenly over the day before base, a JSON number each.
+func fillTelemetry(b *testing.B, s store.Store, rows, topics int) {
+	ctx := context.Background()
+	batch := make([]store.Message, 0, 500)
+	every := 24 * time.Hour / time.Duration(rows)
+	for i := range rows {
+		batch = append(batch, store.Message{
+			Topic:   fmt.Sprintf("devices/d%04d/temperature", i%topics),
+			Payload: fmt.Appendf(nil, "%d.%d", 15+i%10, i%7), QoS: 1,
+			ReceivedAt: base.Add(-24 * time.Hour).Add(time.Duration(i) * every), ClientID: "bench", PacketID: uint16(i),
+		})
+		if len(batch) == cap(batch) || i == rows-1 {
+			if err := s.Insert(ctx, batch); err != nil {
+				b.Fatalf("insert: %v", err)
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// BenchmarkSeries measures one day of one topic at 1-minute steps over
+// rows readings of topics topics.
+func BenchmarkSeries(b *testing.B, o Opener, rows, topics int) {
+	s := o(b)
+	defer s.Close()
+	fillTelemetry(b, s, rows, topics)
+	ctx := context.Background()
+	q := store.SeriesQuery{Filter: "devices/d0007/temperature", Since: base.Add(-24 * time.Hour), Until: base, Step: time.Minute}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.Series(ctx, q)
+		if err != nil || len(got) != 1 {
+			b.Fatalf("series: %d, %v", len(got), err)
+		}
+	}
+}
+
+// BenchmarkTopics measures listing topics topics (one page of all of them).
+func BenchmarkTopics(b *testing.B, o Opener, rows, topics int) {
+	s := o(b)
+	defer s.Close()
+	fillTelemetry(b, s, rows, topics)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.Topics(ctx, store.TopicQuery{Filter: "#", Limit: topics + 1, MaxBytes: 4 << 20})
+		if err != nil || len(got) != topics {
+			b.Fatalf("topics: %d, %v", len(got), err)
 		}
 	}
 }

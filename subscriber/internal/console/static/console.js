@@ -1,5 +1,7 @@
 // The subscriber's web console: a live view of GET /messages/stream, a
-// per-topic rate chart, the broker state and a publish form. Plain script,
+// per-topic rate chart, the broker state, a publish form, and the values
+// of the readings (a line per topic from GET /series, the latest of each
+// from GET /topics, both carried on by a stream of their own). Plain script,
 // no dependencies, so that it works offline from the embedded files. Every
 // URL is relative, so the console also works behind a path prefix.
 //
@@ -338,6 +340,7 @@
   // askToken stops reading and asks for the token, saying why.
   function askToken(why) {
     closeStream();
+    closeValuesStream();
     saveToken("");
     setState(ui.streamState, "bad", "stream: needs the API token");
     ui.tokenPanel.hidden = false;
@@ -356,6 +359,7 @@
     ui.token.value = "";
     ui.tokenPanel.hidden = true;
     applyFilter(state.filter);
+    loadValues();
   });
 
   ui.tokenForget.addEventListener("click", () => {
@@ -428,7 +432,7 @@
     }
     setState(ui.streamState, "ok", "stream: live");
     try {
-      await readEvents(gen, r.body);
+      await readEvents(r.body, () => gen === state.generation, (type, data) => onEvent(gen, type, data), (ms) => { state.retryMs = ms; });
     } catch (e) {
       // the connection broke: resume below
     }
@@ -438,15 +442,16 @@
   }
 
   // readEvents parses an event stream (the WHATWG rules for the fields
-  // this server sends) and hands each event to onEvent.
-  async function readEvents(gen, body) {
+  // this server sends) and hands each event to handle while alive() holds;
+  // a retry field goes to retry.
+  async function readEvents(body, alive, handle, retry) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     let type = "";
     let data = [];
     for (;;) {
       const { value, done } = await reader.read();
-      if (done || gen !== state.generation) {
+      if (done || !alive()) {
         reader.cancel().catch(() => {});
         return;
       }
@@ -459,7 +464,7 @@
         start = nl + 1;
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") {
-          if (data.length > 0) onEvent(gen, type || "message", data.join("\n"));
+          if (data.length > 0) handle(type || "message", data.join("\n"));
           type = "";
           data = [];
           continue;
@@ -471,7 +476,7 @@
         if (v[0] === " ") v = v.slice(1);
         if (field === "data") data.push(v);
         else if (field === "event") type = v;
-        else if (field === "retry" && /^\d+$/.test(v)) state.retryMs = Number(v);
+        else if (field === "retry" && /^\d+$/.test(v)) retry(Number(v));
       }
       buf = buf.slice(start);
     }
@@ -630,6 +635,569 @@
     }
   }
 
+  // ---- values: readings drawn from GET /series and GET /topics ----
+
+  // The numbers of a payload, by field, by the subscriber's rules (package
+  // values): a JSON number is the field "value"; an object gives its
+  // numeric members by dotted path, nested objects included, arrays and
+  // everything else left out. Text that is not JSON has none.
+  const MAX_FIELDS = 64;
+  const MAX_DEPTH = 8;
+  const MAX_FIELD_BYTES = 200;
+  const encoder = new TextEncoder();
+
+  function extractValues(m) {
+    const out = {};
+    if (m.encoding !== "text") return out;
+    const c = m.payload.replace(/^[ \t\r\n]+/, "").charAt(0);
+    if (c !== "{" && c !== "-" && !(c >= "0" && c <= "9")) return out;
+    let v;
+    try {
+      v = JSON.parse(m.payload);
+    } catch (e) {
+      return out;
+    }
+    let n = 0;
+    const put = (field, x) => {
+      if (!Number.isFinite(x)) return;
+      if (!(field in out)) {
+        if (n >= MAX_FIELDS) return;
+        n++;
+      }
+      out[field] = x === 0 ? 0 : x;
+    };
+    const walk = (o, path, depth) => {
+      if (depth > MAX_DEPTH) return;
+      for (const k of Object.keys(o)) {
+        if (k === "" || /[\u0000-\u001f\u007f]/.test(k)) continue;
+        const f = path === "" ? k : path + "." + k;
+        if (encoder.encode(f).length > MAX_FIELD_BYTES) continue;
+        const x = o[k];
+        if (typeof x === "number") put(f, x);
+        else if (x !== null && typeof x === "object" && !Array.isArray(x)) walk(x, f, depth + 1);
+      }
+    };
+    if (typeof v === "number") put("value", v);
+    else if (v !== null && typeof v === "object" && !Array.isArray(v)) walk(v, "", 1);
+    return out;
+  }
+
+  function fmtNumber(v) {
+    if (!Number.isFinite(v)) return String(v);
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e9 || a < 1e-4)) return v.toExponential(3);
+    return String(Number(v.toPrecision(6)));
+  }
+
+  const vui = {
+    form: $("values-form"),
+    filter: $("values-filter"),
+    field: $("values-field"),
+    range: $("values-range"),
+    error: $("values-error"),
+    chart: $("values-chart"),
+    empty: $("values-empty"),
+    legend: $("values-legend"),
+    tbody: document.querySelector("#readings tbody"),
+    count: $("values-count"),
+    csv: $("values-csv"),
+    ndjson: $("values-ndjson"),
+  };
+  const SVG_NS = vui.chart.namespaceURI;
+
+  const vs = {
+    filter: "#",
+    field: "",
+    rangeMs: 86400 * 1000,
+    stepMs: 0,
+    generation: 0,
+    abort: null,
+    reopenTimer: 0,
+    retryMs: RETRY_MS,
+    lastId: 0,            // the newest message id applied
+    replay: true,         // the stream resumes after lastId (else: live only)
+    series: new Map(),    // topic -> [{t, count, sum, min, max, last}] of vs.field
+    topics: new Map(),    // topic -> {count, lastAt, values}
+    drawTimer: 0,
+  };
+
+  function valuesError(text) {
+    vui.error.hidden = text === "";
+    vui.error.textContent = text;
+  }
+
+  // problemText reads why an answer was refused (a problem detail).
+  async function problemText(r) {
+    try {
+      const p = await r.json();
+      if (p && p.detail) return p.detail;
+    } catch (e) {
+      // not JSON
+    }
+    return "HTTP " + r.status;
+  }
+
+  function closeValuesStream() {
+    vs.generation++;
+    clearTimeout(vs.reopenTimer);
+    if (vs.abort) {
+      vs.abort.abort();
+      vs.abort = null;
+    }
+  }
+
+  // exportLinks points the download links at the messages under the
+  // filter in the range; with a token they are fetched by script (a link
+  // cannot send the header).
+  function exportLinks() {
+    const since = new Date(Date.now() - vs.rangeMs).toISOString();
+    for (const [a, format] of [[vui.csv, "csv"], [vui.ndjson, "ndjson"]]) {
+      a.href = "messages?format=" + format + "&topic=" + encodeURIComponent(vs.filter) + "&since=" + encodeURIComponent(since);
+    }
+  }
+
+  async function download(ev) {
+    exportLinks();
+    if (state.token === "") return; // the browser follows the link
+    ev.preventDefault();
+    const a = ev.currentTarget;
+    let r;
+    try {
+      r = await fetch(a.href, { headers: auth(), cache: "no-store" });
+    } catch (e) {
+      valuesError("the download failed: the subscriber is unreachable");
+      return;
+    }
+    if (r.status === 401) {
+      askToken("The subscriber refused the token; enter it again.");
+      return;
+    }
+    if (!r.ok) {
+      valuesError("the download failed: " + (await problemText(r)));
+      return;
+    }
+    const url = URL.createObjectURL(await r.blob());
+    const tmp = document.createElement("a");
+    tmp.href = url;
+    tmp.download = a.getAttribute("download");
+    document.body.appendChild(tmp);
+    tmp.click();
+    tmp.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+  vui.csv.addEventListener("click", download);
+  vui.ndjson.addEventListener("click", download);
+
+  // fields lists the fields the topics have, for the picker.
+  function fillFields() {
+    const fields = new Set();
+    for (const t of vs.topics.values()) for (const f of Object.keys(t.values)) fields.add(f);
+    const list = Array.from(fields).sort();
+    if (vs.field !== "" && !fields.has(vs.field)) list.unshift(vs.field);
+    const key = list.join("\u0000");
+    if (vui.field.dataset.key === key) return;
+    vui.field.dataset.key = key;
+    vui.field.replaceChildren();
+    for (const f of list) {
+      const o = document.createElement("option");
+      o.value = f;
+      o.textContent = f;
+      vui.field.appendChild(o);
+    }
+    vui.field.value = vs.field;
+    vui.field.disabled = list.length === 0;
+  }
+
+  // loadValues shows the filter's readings: the latest of each topic
+  // (GET /topics), the chosen field's buckets over the range (GET
+  // /series), then what the stream brings from there on.
+  async function loadValues() {
+    closeValuesStream();
+    const gen = vs.generation;
+    vs.series = new Map();
+    vs.topics = new Map();
+    vs.lastId = 0;
+    exportLinks();
+    valuesError("");
+    if (state.tokenRequired && state.token === "") return;
+
+    let r;
+    try {
+      r = await fetch("topics?limit=1000&topic=" + encodeURIComponent(vs.filter), { headers: auth(), cache: "no-store" });
+    } catch (e) {
+      valuesError("the subscriber is unreachable");
+      return;
+    }
+    if (gen !== vs.generation) return;
+    if (r.status === 401) {
+      askToken("The subscriber refused the token; enter it again.");
+      return;
+    }
+    if (!r.ok) {
+      valuesError(await problemText(r));
+      return;
+    }
+    const page = await r.json();
+    if (gen !== vs.generation) return;
+    for (const t of page.topics || []) {
+      vs.topics.set(t.topic, { count: t.count, lastAt: t.last_at, values: t.values || {} });
+      vs.lastId = Math.max(vs.lastId, t.last ? t.last.id : 0);
+    }
+    vui.count.textContent = page.next ? "(the first " + vs.topics.size + " topics)" : "";
+    // With more topics than shown, the newest message shown may be old
+    // beside the others': follow live rather than replay from it.
+    vs.replay = !page.next;
+    if (vs.field === "") {
+      const fields = new Set();
+      for (const t of vs.topics.values()) for (const f of Object.keys(t.values)) fields.add(f);
+      vs.field = fields.has("value") ? "value" : (Array.from(fields).sort()[0] || "");
+    }
+    fillFields();
+
+    if (vs.field !== "") {
+      const since = new Date(Date.now() - vs.rangeMs).toISOString();
+      try {
+        r = await fetch("series?topic=" + encodeURIComponent(vs.filter) + "&field=" + encodeURIComponent(vs.field) +
+          "&since=" + encodeURIComponent(since), { headers: auth(), cache: "no-store" });
+      } catch (e) {
+        valuesError("the subscriber is unreachable");
+        return;
+      }
+      if (gen !== vs.generation) return;
+      if (!r.ok) {
+        valuesError(await problemText(r));
+      } else {
+        const a = await r.json();
+        if (gen !== vs.generation) return;
+        vs.stepMs = stepMs(a.step);
+        for (const s of a.series || []) {
+          vs.series.set(s.topic, s.points.map((p) => ({ t: Date.parse(p.t), count: p.count, sum: p.avg * p.count, min: p.min, max: p.max, last: p.last })));
+        }
+      }
+    }
+    renderReadings();
+    drawValues();
+    openValuesStream(gen);
+  }
+
+  // stepMs reads the step of an answer of GET /series (90s, 5m, 1h, 1d).
+  function stepMs(s) {
+    const m = /^(\d+)([smhd])$/.exec(s || "");
+    if (!m) return 60000;
+    return Number(m[1]) * { s: 1000, m: 60000, h: 3600000, d: 86400000 }[m[2]];
+  }
+
+  // openValuesStream follows the filter's arrivals after the newest one
+  // shown (live only when none is), and opens it again when it ends.
+  async function openValuesStream(gen) {
+    if (gen !== vs.generation) return;
+    const ctrl = new AbortController();
+    vs.abort = ctrl;
+    let u = "messages/stream?topic=" + encodeURIComponent(vs.filter);
+    if (vs.lastId > 0 && vs.replay) u += "&after=" + vs.lastId;
+    let r;
+    try {
+      r = await fetch(u, { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
+    } catch (e) {
+      if (gen === vs.generation) reopenValues(gen, REOPEN_MS);
+      return;
+    }
+    if (gen !== vs.generation) {
+      ctrl.abort();
+      return;
+    }
+    if (r.status === 401) {
+      askToken("The subscriber refused the token; enter it again.");
+      return;
+    }
+    if (!r.ok || !r.body) {
+      const wait = Number(r.headers.get("Retry-After"));
+      reopenValues(gen, wait > 0 ? wait * 1000 : REOPEN_MS);
+      return;
+    }
+    try {
+      await readEvents(r.body, () => gen === vs.generation, (type, data) => {
+        if (type !== "message") return;
+        try {
+          applyReading(JSON.parse(data));
+        } catch (e) {
+          // not a message: ignored
+        }
+      }, (ms) => { vs.retryMs = ms; });
+    } catch (e) {
+      // the connection broke: resume below
+    }
+    if (gen === vs.generation) reopenValues(gen, vs.retryMs);
+  }
+
+  function reopenValues(gen, ms) {
+    clearTimeout(vs.reopenTimer);
+    vs.reopenTimer = setTimeout(() => {
+      if (gen !== vs.generation) return;
+      if (vs.abort) vs.abort.abort();
+      openValuesStream(gen);
+    }, ms);
+  }
+
+  // applyReading adds an arrival to the table and, when it has the chosen
+  // field, to its topic's line.
+  function applyReading(m) {
+    if (typeof m.id !== "number" || m.id <= vs.lastId) return;
+    vs.lastId = m.id;
+    vs.replay = true; // a reconnect resumes after the newest arrival
+    const vals = extractValues(m);
+    let t = vs.topics.get(m.topic);
+    if (!t) {
+      t = { count: 0, lastAt: m.received_at, values: {} };
+      vs.topics.set(m.topic, t);
+    }
+    t.count++;
+    t.lastAt = m.received_at;
+    Object.assign(t.values, vals);
+    renderReading(m.topic, t, true);
+    if (Object.keys(vals).length > 0) fillFields();
+    const v = vals[vs.field];
+    const at = Date.parse(m.received_at);
+    if (v !== undefined && vs.stepMs > 0 && !isNaN(at)) {
+      const start = Math.floor(at / vs.stepMs) * vs.stepMs;
+      let pts = vs.series.get(m.topic);
+      if (!pts) {
+        pts = [];
+        vs.series.set(m.topic, pts);
+      }
+      let p = pts[pts.length - 1];
+      if (!p || p.t < start) {
+        p = { t: start, count: 0, sum: 0, min: v, max: v, last: v };
+        pts.push(p);
+      }
+      if (p.t === start) {
+        p.count++;
+        p.sum += v;
+        p.min = Math.min(p.min, v);
+        p.max = Math.max(p.max, v);
+        p.last = v;
+      }
+    }
+    clearTimeout(vs.drawTimer);
+    vs.drawTimer = setTimeout(drawValues, 200);
+  }
+
+  function valuesText(td, values) {
+    td.replaceChildren();
+    const fields = Object.keys(values).sort((a, b) => (a === vs.field ? -1 : b === vs.field ? 1 : a < b ? -1 : a > b ? 1 : 0));
+    if (fields.length === 0) {
+      td.textContent = "\u2014";
+      td.title = "no numbers in the newest messages";
+      return;
+    }
+    fields.forEach((f, i) => {
+      if (i > 0) td.appendChild(document.createTextNode(" \u00b7 "));
+      const name = document.createElement("span");
+      name.className = "hint";
+      name.textContent = f + " ";
+      td.appendChild(name);
+      const val = document.createElement(f === vs.field ? "b" : "span");
+      val.textContent = fmtNumber(values[f]);
+      val.dataset.field = f;
+      td.appendChild(val);
+    });
+  }
+
+  function readingRow(topic) {
+    const tr = document.createElement("tr");
+    tr.dataset.topic = topic;
+    cell(tr, "topic", topic);
+    cell(tr, "vals", "", "", "");
+    cell(tr, "time", "", "", "");
+    cell(tr, "num", "", "", "messages");
+    return tr;
+  }
+
+  function renderReading(topic, t, fresh) {
+    let tr = vui.tbody.querySelector("tr[data-topic=" + JSON.stringify(topic) + "]");
+    if (!tr) {
+      tr = readingRow(topic);
+      // In name order, as GET /topics lists them.
+      let before = null;
+      for (const row of vui.tbody.rows) {
+        if (row.dataset.topic > topic) {
+          before = row;
+          break;
+        }
+      }
+      vui.tbody.insertBefore(tr, before);
+    }
+    valuesText(tr.cells[1], t.values);
+    const at = new Date(t.lastAt);
+    tr.cells[2].textContent = isNaN(at) ? t.lastAt : at.toLocaleDateString() === new Date().toLocaleDateString() ? clock(at) : at.toLocaleString();
+    tr.cells[2].title = t.lastAt;
+    tr.cells[3].textContent = String(t.count);
+    if (fresh) {
+      tr.classList.remove("new");
+      void tr.offsetWidth; // restart the highlight
+      tr.classList.add("new");
+    }
+  }
+
+  function renderReadings() {
+    vui.tbody.replaceChildren();
+    for (const name of Array.from(vs.topics.keys()).sort()) renderReading(name, vs.topics.get(name), false);
+  }
+
+  function svg(tag, attrs, text) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const k in attrs) el.setAttribute(k, attrs[k]);
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  // niceTicks returns about n round values that enclose lo and hi.
+  function niceTicks(lo, hi, n) {
+    const raw = (hi - lo) / n;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((k) => k * p).find((k) => k >= raw) || 10 * p;
+    const out = [];
+    for (let v = Math.floor(lo / step) * step; v < hi + step; v += step) out.push(Number(v.toPrecision(12)));
+    return out;
+  }
+
+  const TIME_TICKS = [5, 10, 15, 30, 60, 180, 360, 720, 1440].map((m) => m * 60000);
+
+  function timeLabel(ms, spanMs) {
+    const d = new Date(ms);
+    if (spanMs > 2 * 86400000) return d.toLocaleDateString(undefined, { weekday: "short", day: "numeric" });
+    return two(d.getHours()) + ":" + two(d.getMinutes());
+  }
+
+  // drawValues draws a line of averages per topic over the range, ending
+  // now, and the legend with each topic's latest reading.
+  function drawValues() {
+    const box = vui.chart;
+    const w = box.clientWidth;
+    const h = box.clientHeight;
+    box.replaceChildren();
+    if (w === 0 || h === 0) return;
+    box.setAttribute("viewBox", "0 0 " + w + " " + h);
+    const now = Date.now();
+    const from = now - vs.rangeMs;
+    const topics = Array.from(vs.series.keys()).sort();
+    let lo = Infinity;
+    let hi = -Infinity;
+    const lines = [];
+    for (const topic of topics) {
+      const pts = vs.series.get(topic).filter((p) => p.t + vs.stepMs > from);
+      vs.series.set(topic, pts);
+      if (pts.length === 0) continue;
+      for (const p of pts) {
+        const avg = p.sum / p.count;
+        lo = Math.min(lo, avg);
+        hi = Math.max(hi, avg);
+      }
+      lines.push({ topic: topic, pts: pts });
+    }
+    vui.empty.hidden = lines.length > 0;
+    if (lines.length === 0) {
+      valuesLegend([]);
+      return;
+    }
+    if (lo === hi) {
+      lo -= 1;
+      hi += 1;
+    }
+    const ticks = niceTicks(lo, hi, 4);
+    lo = ticks[0];
+    hi = ticks[ticks.length - 1];
+    let left = 0;
+    for (const v of ticks) left = Math.max(left, fmtNumber(v).length * 6.5);
+    left = Math.ceil(left) + 8;
+    const right = 8, up = 8, bottom = 20;
+    const pw = Math.max(1, w - left - right);
+    const ph = Math.max(1, h - up - bottom);
+    const x = (t) => left + ((t - from) / vs.rangeMs) * pw;
+    const y = (v) => up + ph - ((v - lo) / (hi - lo)) * ph;
+    for (const v of ticks) {
+      const yy = Math.round(y(v)) + 0.5;
+      box.appendChild(svg("line", { class: "grid", x1: left, x2: left + pw, y1: yy, y2: yy }));
+      box.appendChild(svg("text", { x: left - 4, y: yy + 4, "text-anchor": "end" }, fmtNumber(v)));
+    }
+    const every = TIME_TICKS.find((m) => vs.rangeMs / m <= 6) || 86400000;
+    // Ticks at local round times.
+    const offset = new Date(from).getTimezoneOffset() * 60000;
+    for (let t = Math.ceil((from - offset) / every) * every + offset; t <= now; t += every) {
+      const xx = x(t);
+      if (xx < left + 15 || xx > left + pw - 15) continue;
+      box.appendChild(svg("text", { x: xx, y: up + ph + 15, "text-anchor": "middle" }, timeLabel(t, vs.rangeMs)));
+    }
+    lines.forEach((l, k) => {
+      const color = COLORS[k % COLORS.length];
+      let d = "";
+      let prev = -Infinity;
+      for (const p of l.pts) {
+        const xx = Math.max(left, x(p.t + vs.stepMs / 2)).toFixed(1);
+        const yy = y(p.sum / p.count).toFixed(1);
+        // A gap of more than three buckets breaks the line.
+        d += (p.t - prev > 3 * vs.stepMs ? "M" : "L") + xx + " " + yy + " ";
+        prev = p.t;
+      }
+      const last = l.pts[l.pts.length - 1];
+      box.appendChild(svg("path", {
+        class: "line", d: d.trim(), stroke: color, "data-topic": l.topic, "data-points": String(l.pts.length), "data-last": String(last.last),
+      }));
+      if (l.pts.length === 1) {
+        box.appendChild(svg("circle", { cx: x(last.t + vs.stepMs / 2), cy: y(last.sum / last.count), r: 2.5, fill: color }));
+      }
+    });
+    valuesLegend(lines);
+  }
+
+  function valuesLegend(lines) {
+    vui.legend.replaceChildren();
+    lines.forEach((l, k) => {
+      const li = document.createElement("li");
+      li.dataset.topic = l.topic;
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.backgroundColor = COLORS[k % COLORS.length];
+      li.appendChild(sw);
+      li.appendChild(document.createTextNode(l.topic));
+      const last = l.pts[l.pts.length - 1].last;
+      const r = document.createElement("span");
+      r.className = "reading";
+      r.textContent = fmtNumber(last);
+      r.dataset.last = String(last);
+      li.appendChild(r);
+      vui.legend.appendChild(li);
+    });
+  }
+
+  vui.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = vui.filter.value.trim();
+    const err = filterError(f);
+    vui.filter.setAttribute("aria-invalid", err === "" ? "false" : "true");
+    if (err !== "") {
+      valuesError(err);
+      return;
+    }
+    if (f !== vs.filter) vs.field = ""; // the new topics' fields pick again
+    else vs.field = vui.field.value;
+    vs.filter = f;
+    const url = new URL(window.location.href);
+    if (f === "#") url.searchParams.delete("values");
+    else url.searchParams.set("values", f);
+    history.replaceState(null, "", url);
+    vs.rangeMs = Number(vui.range.value) * 1000;
+    loadValues();
+  });
+  vui.field.addEventListener("change", () => {
+    vs.field = vui.field.value;
+    loadValues();
+  });
+  vui.range.addEventListener("change", () => {
+    vs.rangeMs = Number(vui.range.value) * 1000;
+    loadValues();
+  });
+
   // ---- start ----
 
   const initial = new URLSearchParams(window.location.search).get("topic");
@@ -642,9 +1210,22 @@
     resizeTimer = setTimeout(draw, 100);
   });
   setInterval(draw, 1000);
+  setInterval(drawValues, 10000); // the range's end moves on
+  window.addEventListener("resize", () => {
+    clearTimeout(vs.drawTimer);
+    vs.drawTimer = setTimeout(drawValues, 100);
+  });
   loadToken();
   ui.tokenForget.hidden = state.token === "";
   pollReady();
+  const initialValues = new URLSearchParams(window.location.search).get("values");
+  if (initialValues && filterError(initialValues) === "") {
+    vui.filter.value = initialValues;
+    vs.filter = initialValues;
+  }
   // The configuration says whether to ask for a token before any read.
-  loadConfig().then(() => applyFilter(ui.filter.value.trim() || "#"));
+  loadConfig().then(() => {
+    applyFilter(ui.filter.value.trim() || "#");
+    loadValues();
+  });
 })();
