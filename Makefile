@@ -9,6 +9,9 @@ FUZZTIME ?= 50000x
 GO       ?= go
 # Installed, at the version deploy/install-deps.sh pins, by that script.
 STATICCHECK := $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin/staticcheck
+# Likewise; it lints the OpenAPI documents with redocly.yaml. Neither
+# telemetry nor an update check: the lint stays offline and takes a second.
+REDOCLY     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mqtt-stack/redocly/node_modules/.bin/redocly
 
 .PHONY: all deps build check unit fuzz test run bench compose-smoke clean
 
@@ -25,12 +28,16 @@ build:
 deps:
 	@bash deploy/install-deps.sh
 
-## check: gofmt, go vet, staticcheck, and each service building alone with GOWORK=off
+## check: gofmt, go vet, staticcheck, redocly lint of docs/openapi/, and each service building alone with GOWORK=off
 check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	@bash deploy/install-deps.sh staticcheck
 	@for m in $(MODULES); do (cd $$m && $(STATICCHECK) ./...) || exit 1; done
+	@bash deploy/install-deps.sh redocly
+	@if [ -x "$(REDOCLY)" ]; then \
+		REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true "$(REDOCLY)" lint --format=stylish || exit 1; \
+	else echo "check: the OpenAPI lint skipped: no npm to install the Redocly CLI"; fi
 	@for m in $(SERVICES); do (cd $$m && GOWORK=off CGO_ENABLED=0 $(GO) build -o /dev/null .) || exit 1; done
 
 ## unit: every Go test of every module, the end-to-end ones included

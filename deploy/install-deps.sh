@@ -4,6 +4,7 @@
 #
 #   bash deploy/install-deps.sh              everything below
 #   bash deploy/install-deps.sh staticcheck  only staticcheck (make check)
+#   bash deploy/install-deps.sh redocly      only the Redocly CLI (make check)
 #
 # With root (or sudo without a password) and apt-get, on Debian 12, it
 # installs the missing packages: mosquitto and mosquitto-clients (the tests
@@ -11,14 +12,21 @@
 # (a new cluster gets trust authentication, and is started, on
 # 127.0.0.1:5432), chromium (the web console's browser test) and
 # docker-compose (`docker compose config` validates the compose file, no
-# engine needed). Elsewhere it prints what to install and goes on: outside
+# engine needed) and npm (with Node.js, for the Redocly CLI). Elsewhere it prints what to install and goes on: outside
 # CI a test whose dependency is missing is skipped, with CI=true it fails.
 # staticcheck, at the version pinned below, comes from the Go module proxy
-# (go install) into $(go env GOPATH)/bin, where the Makefile runs it.
+# (go install) into $(go env GOPATH)/bin, where the Makefile runs it. The
+# Redocly CLI (redocly lint of docs/openapi/), at the version pinned below,
+# comes from the npm registry into the user's cache directory
+# ($XDG_CACHE_HOME or ~/.cache, then mqtt-stack/redocly); without npm it is
+# skipped outside CI and an error with CI=true. Its 1.x line runs on
+# Debian 12's Node.js 18; 2.x needs Node.js 20.19.
 # Go itself (1.26) must be there already: Debian's is too old.
 set -euo pipefail
 
 STATICCHECK_VERSION=v0.8.2 # honnef.co/go/tools; make check runs it
+REDOCLY_VERSION=1.34.20    # @redocly/cli; make check runs it (Makefile: REDOCLY)
+REDOCLY_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/mqtt-stack/redocly"
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -50,10 +58,38 @@ install_staticcheck() {
 	GOBIN="$gobin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 }
 
-if [[ ${1:-} == staticcheck ]]; then
+# install_redocly: the pinned @redocly/cli in REDOCLY_DIR. Without npm it
+# fails with CI=true (CI must lint) and is skipped otherwise, as the tests
+# skip what they lack.
+install_redocly() {
+	local pkg="$REDOCLY_DIR/node_modules/@redocly/cli/package.json"
+	if [[ -x $REDOCLY_DIR/node_modules/.bin/redocly ]] && grep -q "\"version\": \"$REDOCLY_VERSION\"" "$pkg" 2>/dev/null; then
+		return 0
+	fi
+	if ! command -v npm >/dev/null; then
+		if [[ ${CI:-} == true ]]; then
+			say "npm not found: it installs the Redocly CLI that lints docs/openapi/ (apt-get install npm)"
+			return 1
+		fi
+		say "npm not found: the OpenAPI lint is skipped (apt-get install npm, then make check)"
+		return 0
+	fi
+	say "installing @redocly/cli $REDOCLY_VERSION into $REDOCLY_DIR"
+	mkdir -p "$REDOCLY_DIR"
+	npm install --prefix "$REDOCLY_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error \
+		"@redocly/cli@$REDOCLY_VERSION" >/dev/null
+}
+
+case ${1:-} in
+staticcheck)
 	install_staticcheck
 	exit
-fi
+	;;
+redocly)
+	install_redocly
+	exit
+	;;
+esac
 
 # --- packages ------------------------------------------------------------------
 missing=()
@@ -62,6 +98,7 @@ has mosquitto && has mosquitto_passwd || missing+=(mosquitto)
 has mosquitto_pub && has mosquitto_sub || missing+=(mosquitto-clients)
 has chromium || missing+=(chromium)
 docker compose version >/dev/null 2>&1 || has docker-compose || missing+=(docker-compose)
+has npm || missing+=(npm)
 new_postgres=
 if ! ls /etc/postgresql/*/main >/dev/null 2>&1 && ! postgres_answers; then
 	missing+=(postgresql)
@@ -108,3 +145,4 @@ if ls /etc/postgresql/*/main >/dev/null 2>&1; then
 fi
 
 install_staticcheck
+install_redocly
