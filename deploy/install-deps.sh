@@ -10,10 +10,11 @@
 # installs the missing packages: mosquitto and mosquitto-clients (the tests
 # start brokers of their own on free ports, never the system's), PostgreSQL
 # (a new cluster gets trust authentication, and is started, on
-# 127.0.0.1:5432), chromium (the web console's browser test) and
+# 127.0.0.1:5432), chromium (the web console's browser test),
 # docker-compose (`docker compose config` validates the compose file, no
-# engine needed) and npm (with Node.js, for the Redocly CLI). Elsewhere it prints what to install and goes on: outside
-# CI a test whose dependency is missing is skipped, with CI=true it fails.
+# engine needed) and npm (with Node.js, for the Redocly CLI). Elsewhere it
+# prints what to install and goes on: outside CI a test whose dependency is
+# missing is skipped, with CI=true it fails.
 # staticcheck, at the version pinned below, comes from the Go module proxy
 # (go install) into $(go env GOPATH)/bin, where the Makefile runs it. The
 # Redocly CLI (redocly lint of docs/openapi/), at the version pinned below,
