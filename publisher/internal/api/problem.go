@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 // problem is an RFC 9457 problem details object. Type is always
@@ -93,5 +95,12 @@ func writeJSON(log *slog.Logger, w http.ResponseWriter, contentType string, stat
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		log.Debug("write response", "err", err)
+	}
+}
+
+// refuse is writeError for the middleware of package service.
+func refuse(log *slog.Logger) service.Refuse {
+	return func(w http.ResponseWriter, r *http.Request, status int, detail string) {
+		writeError(log, w, r, &statusError{status, detail})
 	}
 }

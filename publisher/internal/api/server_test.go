@@ -201,6 +201,35 @@ func TestRequestErrors(t *testing.T) {
 	}
 }
 
+// A 405 names in Allow the methods its path takes (RFC 9110 section
+// 15.5.6); a 404 has none.
+func TestUnroutedAnswers(t *testing.T) {
+	srv := startServer(t, testConfig(), &fakeBroker{connected: true})
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/publish", 405, "POST"},
+		{"DELETE", "/publish/batch", 405, "POST"},
+		{"PUT", "/mqtt/publish", 405, "POST"},
+		{"POST", "/healthz", 405, "GET"},
+		{"POST", "/metrics", 405, "GET"},
+		{"GET", "/nope", 404, ""},
+		{"POST", "/publish/", 404, ""},
+	}
+	for _, tt := range tests {
+		a := do(t, tt.method, srv.URL+tt.path, "", "")
+		p := checkProblem(t, a, tt.status)
+		if got := a.header.Get("Allow"); got != tt.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, got, tt.allow)
+		}
+		if p.Instance != tt.path {
+			t.Errorf("%s %s: instance %q, want %q", tt.method, tt.path, p.Instance, tt.path)
+		}
+	}
+}
+
 // A declared body over the limit is refused from the headers alone: the
 // server answers although the body never comes.
 func TestDeclaredLengthRefusedBeforeReading(t *testing.T) {
