@@ -64,3 +64,19 @@ func Unrouted(r chi.Router, refuse Refuse) {
 		refuse(w, req, http.StatusMethodNotAllowed, req.Method+" is not allowed on "+req.URL.Path+" (allowed: "+list+")")
 	})
 }
+
+// Problem is an RFC 9457 problem details object: the body of every
+// refusal of both services. Type is always about:blank, so Title is the
+// status phrase.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail"`
+	Instance string `json:"instance,omitempty"`
+}
+
+// NewProblem is the problem of a refusal of r with status.
+func NewProblem(r *http.Request, status int, detail string) Problem {
+	return Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Instance: r.URL.Path}
+}

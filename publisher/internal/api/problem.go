@@ -9,14 +9,10 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
-// problem is an RFC 9457 problem details object. Type is always
-// about:blank, so Title is the status phrase.
+// problem is the problem details of both services, with what a batch
+// adds.
 type problem struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail"`
-	Instance string `json:"instance,omitempty"`
+	service.Problem
 	// Index is the 0-based index of the batch item at fault.
 	Index *int `json:"index,omitempty"`
 	// Results are the per-item outcomes of a batch that failed part-way.
@@ -27,13 +23,7 @@ type problem struct {
 // client; an internal error's are not, so those say only where to look.
 func newProblem(r *http.Request, err error) problem {
 	status := statusOf(err)
-	p := problem{
-		Type:     "about:blank",
-		Title:    http.StatusText(status),
-		Status:   status,
-		Detail:   err.Error(),
-		Instance: r.URL.Path,
-	}
+	p := problem{Problem: service.NewProblem(r, status, err.Error())}
 	if status == http.StatusInternalServerError {
 		p.Detail = "internal error; the publisher's log has the cause"
 	}

@@ -29,15 +29,8 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.msg }
 
-// problem is an RFC 9457 problem details object, in the publisher's
-// shape. Type is always about:blank, so Title is the status phrase.
-type problem struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail"`
-	Instance string `json:"instance,omitempty"`
-}
+// problem is the body of every refusal, the same in both services.
+type problem = service.Problem
 
 // writeError is the one place that turns an error into an HTTP status;
 // every handler, the stream and the console's routes answer through it.
@@ -63,9 +56,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	default:
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, log, status, problem{
-		Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Instance: r.URL.Path,
-	})
+	writeJSON(w, log, status, service.NewProblem(r, status, detail))
 }
 
 // refuse is writeError for the middleware of package service.
