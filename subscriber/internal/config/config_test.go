@@ -28,22 +28,15 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"client id", c.ClientID, "subscriber"},
-		{"status topic", c.StatusTopic, "clients/subscriber/status"},
-		{"topics", strings.Join(c.Topics, ","), "#"},
-		{"http addr", c.HTTPAddr, ":8081"},
-		{"retention", c.Retention, time.Duration(0)},
-		{"log payload bytes", c.LogPayloadBytes, 256},
-		{"driver", c.Database.Driver, "sqlite"},
+	type defaults struct {
+		ClientID, StatusTopic, Topics, HTTPAddr, Driver string
+		Retention                                       time.Duration
+		LogPayloadBytes                                 int
 	}
-	for _, ch := range checks {
-		if ch.got != ch.want {
-			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
-		}
+	got := defaults{c.ClientID, c.StatusTopic, strings.Join(c.Topics, ","), c.HTTPAddr, c.Database.Driver, c.Retention, c.LogPayloadBytes}
+	want := defaults{"subscriber", "clients/subscriber/status", "#", ":8081", "sqlite", 0, 256}
+	if got != want {
+		t.Errorf("defaults %+v, want %+v", got, want)
 	}
 	if _, err := os.Stat(filepath.Dir(c.Database.Path)); err != nil {
 		t.Errorf("directory of the SQLite file not created: %v", err)
