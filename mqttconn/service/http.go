@@ -3,7 +3,11 @@ package service
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -79,4 +83,27 @@ type Problem struct {
 // NewProblem is the problem of a refusal of r with status.
 func NewProblem(r *http.Request, status int, detail string) Problem {
 	return Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Instance: r.URL.Path}
+}
+
+// Recover answers a handler's panic with a 500 through refuse, instead of
+// a dropped connection or a body that is not problem details, and logs it.
+// http.ErrAbortHandler, the way a handler ends a response on purpose, is
+// let through.
+func Recover(log *slog.Logger, refuse Refuse) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+					panic(v)
+				}
+				log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				refuse(w, r, http.StatusInternalServerError, "internal error; the service's log has the cause")
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -131,27 +130,6 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 			}
 			log.LogAttrs(r.Context(), level, "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", status), slog.Int("bytes", rec.BytesWritten()), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
-		})
-	}
-}
-
-// recoverPanic answers a handler's panic with a 500 problem instead of a
-// dropped connection, and logs it.
-func recoverPanic(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer func() {
-				v := recover()
-				if v == nil {
-					return
-				}
-				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
-					panic(v)
-				}
-				log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-				writeError(log, w, r, fmt.Errorf("panic: %v", v))
-			}()
-			next.ServeHTTP(w, r)
 		})
 	}
 }

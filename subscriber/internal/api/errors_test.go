@@ -19,6 +19,7 @@ func TestUnroutedAnswers(t *testing.T) {
 		{"POST", "/messages", 405, "GET"},
 		{"DELETE", "/messages/stream", 405, "GET"},
 		{"POST", "/readyz", 405, "GET"},
+		{"POST", "/metrics", 405, "GET"},
 		{"POST", "/", 405, "GET, HEAD"},
 		{"PUT", "/console/console.js", 405, "GET, HEAD"},
 		{"GET", "/nope", 404, ""},

@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -16,13 +15,13 @@ import (
 
 // addRoutes is the whole API surface.
 func addRoutes(r chi.Router, log *slog.Logger, st Reader, ready []Check, metrics prometheus.Gatherer, hub *stream.Hub, opt Options) {
-	r.Use(middleware.Recoverer)
+	r.Use(service.Recover(log, refuse(log)))
 
 	// Open with API_TOKEN too: probes, the scraper and the console's own
 	// files, which ask the user for the token.
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(log, ready))
-	r.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	r.Get("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}).ServeHTTP)
 	for path, h := range console.Files(console.Config{PublisherURL: opt.PublisherURL, TokenRequired: opt.APIToken != ""}) {
 		r.Method(http.MethodGet, path, h)
 		r.Method(http.MethodHead, path, h)
