@@ -13,8 +13,8 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// Refuse answers a request that a middleware of this package turns away;
-// each service passes its own problem writer, so that every answer of a
+// Refuse answers a request that this package's handlers turn away; each
+// service passes its own problem writer, so that every answer of a
 // service has one shape.
 type Refuse func(w http.ResponseWriter, r *http.Request, status int, detail string)
 
@@ -48,9 +48,9 @@ func RequireToken(token, realm string, refuse Refuse) func(http.Handler) http.Ha
 // methods are those an Allow header may name.
 var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 
-// Unrouted sets the answers of a router for a path it
-// does not know and for a method a known path does not take; the latter
-// names the methods it does take in Allow (RFC 9110 section 15.5.6), which
+// Unrouted sets the answers of a router for a path it does not know (404)
+// and for a method a known path does not take (405). A 405 names the
+// methods the path does take in Allow (RFC 9110 section 15.5.6), which
 // chi leaves to a custom handler.
 func Unrouted(r chi.Router, refuse Refuse) {
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
