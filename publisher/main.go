@@ -1,22 +1,6 @@
 // Command publisher turns HTTP requests into MQTT publications.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 
-	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "publisher:", err)
-		os.Exit(service.ExitCode(err))
-	}
-}
+func main() { service.Main("publisher", run) }

@@ -106,7 +106,6 @@ func feedHub(ctx context.Context, log *slog.Logger, st store.Store, hub *stream.
 	return nil, func(ctx context.Context) error { pg.Follow(ctx, log, after, hub.Publish); return nil }, nil
 }
 
-// newReadGate bounds the reads of stored messages running at once.
 // newBackfill extracts, beside ingest, the values of messages stored
 // before the store kept values, with its metrics.
 func newBackfill(log *slog.Logger, st store.Store, reg prometheus.Registerer) *backfill.Backfill {
@@ -122,6 +121,8 @@ func newBackfill(log *slog.Logger, st store.Store, reg prometheus.Registerer) *b
 	return fill
 }
 
+// newReadGate bounds the reads of stored messages running at once, with
+// its metrics.
 func newReadGate(reg prometheus.Registerer) *readlimit.Gate {
 	reads := readlimit.New(readlimit.Concurrent, readlimit.Wait)
 	reg.MustRegister(

@@ -1,9 +1,11 @@
 // Package service is what the publisher and the subscriber share besides
 // the broker connection: the environment variables both read, each by one
-// rule; their logger; the line and exit status of a bad start; the
-// healthcheck command; serving HTTP and stopping in order. Copies of these
-// in each service drifted apart; e2e/startup_test.go runs both binaries on
-// the same environments to keep them together.
+// rule; their logger; their main, with the line and exit status of a bad
+// start; the healthcheck command; serving HTTP and stopping in order; and
+// the HTTP answers both give alike (the bearer-token check, 404 and 405
+// with Allow, a handler's panic, the problem details of them all). Copies
+// of these in each service drifted apart; e2e/startup_test.go runs both
+// binaries on the same environments to keep them together.
 package service
 
 import (

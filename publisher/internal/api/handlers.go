@@ -185,13 +185,13 @@ func checkContentType(ct string) error {
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return &kindError{kind: errUnsupportedMediaType, msg: fmt.Sprintf("Content-Type %q is malformed, want application/json", ct)}
+		return &statusError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is malformed, want application/json", ct)}
 	}
 	if mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
-		return &kindError{kind: errUnsupportedMediaType, msg: fmt.Sprintf("Content-Type %q is not JSON, want application/json", mt)}
+		return &statusError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not JSON, want application/json", mt)}
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return &kindError{kind: errUnsupportedMediaType, msg: fmt.Sprintf("charset %q is not supported, want utf-8", cs)}
+		return &statusError{http.StatusUnsupportedMediaType, fmt.Sprintf("charset %q is not supported, want utf-8", cs)}
 	}
 	return nil
 }

@@ -1,15 +1,11 @@
 package api
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -17,30 +13,6 @@ import (
 	"github.com/go-chi/cors"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// requireToken refuses requests without "Authorization: Bearer <token>".
-// Both sides are hashed before the constant-time comparison so that neither
-// the content nor the length of the token leaks through timing.
-func requireToken(log *slog.Logger, token string) func(http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(token))
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			scheme, got, found := strings.Cut(r.Header.Get("Authorization"), " ")
-			if !found || !strings.EqualFold(scheme, "Bearer") {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="publisher"`)
-				writeError(log, w, r, &kindError{kind: errUnauthorized, msg: "missing bearer token: send Authorization: Bearer <API_TOKEN>"})
-				return
-			}
-			sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-			if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="publisher", error="invalid_token"`)
-				writeError(log, w, r, &kindError{kind: errUnauthorized, msg: "invalid bearer token"})
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-}
 
 // refuseCrossOrigin refuses, with 403, the browser requests that change
 // something (POST) and come from an origin that is neither the publisher's
@@ -72,7 +44,7 @@ func refuseCrossOrigin(log *slog.Logger, trusted []string) (func(http.Handler) h
 				if o := r.Header.Get("Origin"); o != "" {
 					from = fmt.Sprintf("origin %.200q", o)
 				}
-				writeError(log, w, r, &kindError{kind: errForbidden, msg: "cross-origin request refused: " + from +
+				writeError(log, w, r, &statusError{http.StatusForbidden, "cross-origin request refused: " + from +
 					" is not in CORS_ALLOWED_ORIGINS, and a browser may publish only from the origins listed there"})
 				return
 			}
@@ -158,27 +130,6 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 			}
 			log.LogAttrs(r.Context(), level, "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", status), slog.Int("bytes", rec.BytesWritten()), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
-		})
-	}
-}
-
-// recoverPanic answers a handler's panic with a 500 problem instead of a
-// dropped connection, and logs it.
-func recoverPanic(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer func() {
-				v := recover()
-				if v == nil {
-					return
-				}
-				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
-					panic(v)
-				}
-				log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-				writeError(log, w, r, fmt.Errorf("panic: %v", v))
-			}()
-			next.ServeHTTP(w, r)
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/publisher/internal/config"
 )
 
@@ -36,7 +37,7 @@ func NewServer(log *slog.Logger, cfg config.Config, b Broker, reg *prometheus.Re
 		log.Warn("CORS_ALLOWED_ORIGINS is * and API_TOKEN is empty: any web page a user opens can publish through this publisher")
 	}
 	r := chi.NewRouter()
-	r.Use(recoverPanic(log), observe(log, m), allowCrossOrigin(cfg.CORSAllowedOrigins))
+	r.Use(service.Recover(log, refuse(log)), observe(log, m), allowCrossOrigin(cfg.CORSAllowedOrigins))
 	addRoutes(r, log, cfg, lim, b, reg, crossOrigin)
 	return r, nil
 }

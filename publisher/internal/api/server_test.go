@@ -172,28 +172,41 @@ func TestPublishErrorStatus(t *testing.T) {
 	}
 }
 
+// Every refusal is a problem; a 405 names in Allow the methods its path
+// takes (RFC 9110 section 15.5.6).
 func TestRequestErrors(t *testing.T) {
 	b := &fakeBroker{connected: true}
 	srv := startServer(t, testConfig(), b)
 	tests := []struct {
 		name, method, path, contentType, body string
 		status                                int
+		allow                                 string
 	}{
-		{"text/plain", "POST", "/publish", "text/plain", `{"topic":"a","message":"x"}`, 415},
-		{"form", "POST", "/publish", "application/x-www-form-urlencoded", `{"topic":"a","message":"x"}`, 415},
-		{"latin-1 JSON", "POST", "/publish", "application/json; charset=iso-8859-1", `{"topic":"a","message":"x"}`, 415},
-		{"malformed content type", "POST", "/publish", "application/", `{"topic":"a","message":"x"}`, 415},
-		{"batch text/plain", "POST", "/publish/batch", "text/plain", `{}`, 415},
-		{"payload too large", "POST", "/publish", "", `{"topic":"a","message":"` + strings.Repeat("x", 65) + `"}`, 413},
-		{"malformed", "POST", "/publish", "", `{"topic":`, 400},
-		{"bad batch item", "POST", "/publish/batch", "", `{"messages":[{"topic":"#","message":"x"}]}`, 400},
-		{"unknown route", "GET", "/nope", "", "", 404},
-		{"wrong method", "GET", "/publish", "", "", 405},
-		{"wrong method on healthz", "POST", "/healthz", "", "", 405},
+		{"text/plain", "POST", "/publish", "text/plain", `{"topic":"a","message":"x"}`, 415, ""},
+		{"form", "POST", "/publish", "application/x-www-form-urlencoded", `{"topic":"a","message":"x"}`, 415, ""},
+		{"latin-1 JSON", "POST", "/publish", "application/json; charset=iso-8859-1", `{"topic":"a","message":"x"}`, 415, ""},
+		{"malformed content type", "POST", "/publish", "application/", `{"topic":"a","message":"x"}`, 415, ""},
+		{"batch text/plain", "POST", "/publish/batch", "text/plain", `{}`, 415, ""},
+		{"payload too large", "POST", "/publish", "", `{"topic":"a","message":"` + strings.Repeat("x", 65) + `"}`, 413, ""},
+		{"malformed", "POST", "/publish", "", `{"topic":`, 400, ""},
+		{"bad batch item", "POST", "/publish/batch", "", `{"messages":[{"topic":"#","message":"x"}]}`, 400, ""},
+		{"unknown route", "GET", "/nope", "", "", 404, ""},
+		{"trailing slash", "POST", "/publish/", "", "", 404, ""},
+		{"wrong method", "GET", "/publish", "", "", 405, "POST"},
+		{"wrong method on batch", "DELETE", "/publish/batch", "", "", 405, "POST"},
+		{"wrong method on the original's path", "PUT", "/mqtt/publish", "", "", 405, "POST"},
+		{"wrong method on healthz", "POST", "/healthz", "", "", 405, "GET"},
+		{"wrong method on metrics", "POST", "/metrics", "", "", 405, "GET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkProblem(t, do(t, tt.method, srv.URL+tt.path, tt.contentType, tt.body), tt.status)
+			a := do(t, tt.method, srv.URL+tt.path, tt.contentType, tt.body)
+			if p := checkProblem(t, a, tt.status); p.Instance != tt.path {
+				t.Errorf("instance %q, want %q", p.Instance, tt.path)
+			}
+			if got := a.header.Get("Allow"); got != tt.allow {
+				t.Errorf("Allow %q, want %q", got, tt.allow)
+			}
 		})
 	}
 	if got := b.count(); got != 0 {

@@ -10,28 +10,13 @@ import (
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service/envtest"
 )
 
-// vars is every variable Load reads; each test starts with them unset.
-var vars = []string{
-	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD",
-	"MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS",
-	"MQTT_STATUS_TOPIC", "HTTP_ADDR", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT",
-	"LOG_LEVEL", "PUBLISH_TIMEOUT", "MAX_MESSAGE_BYTES", "MAX_BATCH_BYTES",
-	"API_TOKEN", "SHUTDOWN_TIMEOUT", "PPROF_ADDR", "MQTT_MAX_INFLIGHT",
-}
-
+// setEnv starts a test with none of the variables Load reads set but env.
 func setEnv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, v := range vars {
-		t.Setenv(v, "") // registers the restore
-		if err := os.Unsetenv(v); err != nil {
-			t.Fatalf("unset %s: %v", v, err)
-		}
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
+	envtest.Set(t, env, "CORS_ALLOWED_ORIGINS", "PUBLISH_TIMEOUT", "MAX_MESSAGE_BYTES", "MAX_BATCH_BYTES", "PPROF_ADDR", "MQTT_MAX_INFLIGHT")
 }
 
 func TestLoadDefaults(t *testing.T) {
@@ -44,20 +29,13 @@ func TestLoadDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"Broker", c.Broker, "tcp://localhost:1883"},
 		{"ClientID", c.ClientID, "publisher"},
-		{"QoS", c.QoS, 1},
 		{"StatusTopic", c.StatusTopic, "clients/publisher/status"},
 		{"HTTPAddr", c.HTTPAddr, ":8080"},
-		{"LogFormat", c.LogFormat, "text"},
-		{"Level", c.Level, slog.LevelInfo},
-		{"ShutdownTimeout", c.ShutdownTimeout, 10 * time.Second},
 		{"PublishTimeout", c.PublishTimeout, 5 * time.Second},
 		{"MaxMessageBytes", c.MaxMessageBytes, 262144},
 		{"MaxBatchBytes", c.MaxBatchBytes, int64(16 << 20)},
-		{"APIToken", c.APIToken, ""},
 		{"CORSAllowedOrigins", len(c.CORSAllowedOrigins), 0},
-		{"TLS", c.TLS == nil, true},
 		{"PprofAddr", c.PprofAddr, ""},
 		{"MaxInflight", c.MaxInflight, 20},
 	}

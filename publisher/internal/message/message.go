@@ -5,6 +5,8 @@ package message
 import (
 	"errors"
 	"fmt"
+
+	"github.com/telemetry-stack/mqtt-stack/mqttconn"
 )
 
 // Message is one MQTT publication as the broker will see it.
@@ -38,6 +40,18 @@ var (
 // than 0 (MQTT 3.1.1 section 2.3.1). Mosquitto's max_inflight_messages goes
 // no higher either.
 const MaxInflight = 65535
+
+// MaxTopicBytes is the longest topic name MQTT can carry.
+const MaxTopicBytes = mqttconn.MaxTopicBytes
+
+// ValidateTopic checks a topic name for a PUBLISH by the rule both services
+// follow (mqttconn.ValidateTopic); its errors are ErrInvalid.
+func ValidateTopic(topic string) error {
+	if err := mqttconn.ValidateTopic(topic); err != nil {
+		return invalidf("%s", err)
+	}
+	return nil
+}
 
 // ValidateQoS reports whether q is an MQTT quality of service level.
 func ValidateQoS(q int) error {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 )
 
@@ -19,71 +20,61 @@ type paramError struct {
 
 func (e *paramError) Error() string { return e.Param + ": " + e.Reason }
 
-// notReadyError is a failed readiness check, 503.
-type notReadyError struct{ reason string }
-
-func (e *notReadyError) Error() string { return e.reason }
-
-// authError is a request without the right bearer token, 401. The caller
-// sets WWW-Authenticate.
-type authError struct{ msg string }
-
-func (e *authError) Error() string { return e.msg }
-
-var (
-	errNotFound         = errors.New("no such resource")
-	errMethodNotAllowed = errors.New("method not allowed")
-)
-
-type problem struct {
-	Type   string `json:"type,omitempty"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
+// statusError is a refusal with a status of its own and a detail for the
+// client: a failed readiness check, a missing token, an unknown route.
+type statusError struct {
+	status int
+	msg    string
 }
 
-// writeError is the one place that turns an error into an HTTP status. It
-// logs what the client is not to blame for.
+func (e *statusError) Error() string { return e.msg }
+
+// problem is the body of every refusal, the same in both services.
+type problem = service.Problem
+
+// writeError is the one place that turns an error into an HTTP status;
+// every handler, the stream and the console's routes answer through it.
+// It logs what the client is not to blame for.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	p := problem{Status: http.StatusInternalServerError, Detail: "internal error"}
+	status, detail := http.StatusInternalServerError, "internal error; the subscriber's log has the cause"
 	var pe *paramError
-	var nr *notReadyError
-	var ae *authError
+	var se *statusError
 	switch {
 	case errors.As(err, &pe):
-		p.Status, p.Detail = http.StatusBadRequest, err.Error()
-	case errors.As(err, &ae):
-		p.Status, p.Detail = http.StatusUnauthorized, err.Error()
+		status, detail = http.StatusBadRequest, err.Error()
+	case errors.As(err, &se):
+		status, detail = se.status, se.msg
 	case errors.Is(err, readlimit.ErrBusy):
-		p.Status, p.Detail = http.StatusServiceUnavailable, err.Error()
+		status, detail = http.StatusServiceUnavailable, err.Error()
 		w.Header().Set("Retry-After", strconv.Itoa(readlimit.RetryAfter))
 		log.Warn("read refused", "method", r.Method, "path", r.URL.Path, "err", err)
-	case errors.As(err, &nr):
-		p.Status, p.Detail = http.StatusServiceUnavailable, err.Error()
-	case errors.Is(err, errNotFound):
-		p.Status, p.Detail = http.StatusNotFound, r.URL.Path+": "+err.Error()
-	case errors.Is(err, errMethodNotAllowed):
-		p.Status, p.Detail = http.StatusMethodNotAllowed, r.Method+" "+r.URL.Path+": "+err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
-		p.Status, p.Detail = http.StatusServiceUnavailable, "the store did not answer in time"
+		status, detail = http.StatusServiceUnavailable, "the store did not answer in time"
 		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		return // the client left
 	default:
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	p.Title = http.StatusText(p.Status)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	if err := json.NewEncoder(w).Encode(p); err != nil {
-		log.Debug("write problem", "err", err)
+	writeJSON(w, log, status, service.NewProblem(r, status, detail))
+}
+
+// refuse is writeError for the middleware of package service.
+func refuse(log *slog.Logger) service.Refuse {
+	return func(w http.ResponseWriter, r *http.Request, status int, detail string) {
+		writeError(w, r, log, &statusError{status, detail})
 	}
 }
 
+// writeJSON answers v as JSON; a problem as application/problem+json.
 func writeJSON(w http.ResponseWriter, log *slog.Logger, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	ctype := "application/json"
+	if _, ok := v.(problem); ok {
+		ctype = "application/problem+json"
+	}
+	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	if err := json.NewEncoder(w).Encode(v); err != nil {
 		log.Debug("write response", "err", err)

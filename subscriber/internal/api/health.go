@@ -27,7 +27,7 @@ func handleReadyz(log *slog.Logger, checks []Check) http.HandlerFunc {
 			}
 		}
 		if len(failed) > 0 {
-			writeError(w, r, log, &notReadyError{reason: strings.Join(failed, "; ")})
+			writeError(w, r, log, &statusError{http.StatusServiceUnavailable, strings.Join(failed, "; ")})
 			return
 		}
 		writeJSON(w, log, http.StatusOK, map[string]string{"status": "ready"})

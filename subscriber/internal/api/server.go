@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
@@ -52,7 +53,9 @@ func NewServer(log *slog.Logger, st Reader, ready []Check, metrics prometheus.Ga
 	if opt.Gate == nil {
 		opt.Gate = readlimit.New(readlimit.Concurrent, readlimit.Wait)
 	}
-	return routes(log, st, ready, metrics, hub, opt)
+	r := chi.NewRouter()
+	addRoutes(r, log, st, ready, metrics, hub, opt)
+	return r
 }
 
 // Server wraps h with timeouts fit for this API. WriteTimeout bounds

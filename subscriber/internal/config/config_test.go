@@ -9,28 +9,17 @@ import (
 	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
+	"github.com/telemetry-stack/mqtt-stack/mqttconn/service/envtest"
 )
 
-// vars lists every variable, so each test starts from a clean environment.
-var vars = []string{
-	"MQTT_BROKER", "MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE",
-	"MQTT_CERT_FILE", "MQTT_KEY_FILE", "MQTT_QOS", "MQTT_STATUS_TOPIC", "MQTT_TOPICS",
-	"MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "HTTP_ADDR",
-	"LOG_FORMAT", "LOG_LEVEL", "PUBLISHER_URL", "API_TOKEN", "SHUTDOWN_TIMEOUT",
-}
-
+// setenv starts a test with none of the variables Load reads set but env,
+// and a database of its own unless env names one.
 func setenv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, v := range vars {
-		t.Setenv(v, "")
-		os.Unsetenv(v)
-	}
 	if _, ok := env["DATABASE_URL"]; !ok {
 		env["DATABASE_URL"] = "sqlite:" + filepath.Join(t.TempDir(), "db", "messages.db")
 	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
+	envtest.Set(t, env, "MQTT_TOPICS", "MQTT_SHARE_GROUP", "DATABASE_URL", "RETENTION", "LOG_PAYLOAD_BYTES", "PUBLISHER_URL")
 }
 
 func TestDefaults(t *testing.T) {
@@ -39,24 +28,15 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"broker", c.Broker, "tcp://localhost:1883"},
-		{"client id", c.ClientID, "subscriber"},
-		{"qos", c.QoS, 1},
-		{"status topic", c.StatusTopic, "clients/subscriber/status"},
-		{"topics", strings.Join(c.Topics, ","), "#"},
-		{"http addr", c.HTTPAddr, ":8081"},
-		{"retention", c.Retention, time.Duration(0)},
-		{"log payload bytes", c.LogPayloadBytes, 256},
-		{"driver", c.Database.Driver, "sqlite"},
+	type defaults struct {
+		ClientID, StatusTopic, Topics, HTTPAddr, Driver string
+		Retention                                       time.Duration
+		LogPayloadBytes                                 int
 	}
-	for _, ch := range checks {
-		if ch.got != ch.want {
-			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
-		}
+	got := defaults{c.ClientID, c.StatusTopic, strings.Join(c.Topics, ","), c.HTTPAddr, c.Database.Driver, c.Retention, c.LogPayloadBytes}
+	want := defaults{"subscriber", "clients/subscriber/status", "#", ":8081", "sqlite", 0, 256}
+	if got != want {
+		t.Errorf("defaults %+v, want %+v", got, want)
 	}
 	if _, err := os.Stat(filepath.Dir(c.Database.Path)); err != nil {
 		t.Errorf("directory of the SQLite file not created: %v", err)

@@ -51,38 +51,34 @@ type Config struct {
 	TokenRequired bool `json:"token_required"`
 }
 
-// Handler serves the console: GET / is the page, GET /console/console.js
-// and /console/console.css its files, and GET /console/config.json tells the
-// page cfg. Mount it on "/" and "/console/*"; its files need no token. The
-// page reads the server's own routes (messages/stream, messages, readyz)
-// by relative URLs, so a path prefix in front of the server works.
-func Handler(cfg Config) http.Handler {
+// Files are the console's routes: GET / is the page, GET
+// /console/console.js and /console/console.css its files, and GET
+// /console/config.json tells the page cfg; none of them needs a token.
+// Each answers GET and HEAD of its own path; the server mounting them
+// answers the rest, as it answers every other route. The page reads the
+// server's own routes (messages/stream, messages, readyz) by relative
+// URLs, so a path prefix in front of the server works.
+func Files(cfg Config) map[string]http.Handler {
 	cfg.PublisherURL = strings.TrimRight(cfg.PublisherURL, "/")
-	publisherURL := cfg.PublisherURL
 	var config bytes.Buffer
 	// A struct of a string and a bool always encodes.
 	if err := json.NewEncoder(&config).Encode(cfg); err != nil {
 		config.Reset()
 		config.WriteString(`{"publisher_url":"","token_required":false}` + "\n")
 	}
-	assets := map[string]asset{
-		PathIndex:  newAsset(indexHTML, "text/html; charset=utf-8"),
-		PathScript: newAsset(consoleJS, "text/javascript; charset=utf-8"),
-		PathStyle:  newAsset(consoleCSS, "text/css; charset=utf-8"),
-		PathConfig: newAsset(config.Bytes(), "application/json"),
+	csp := policy(cfg.PublisherURL)
+	return map[string]http.Handler{
+		PathIndex:  serve(newAsset(indexHTML, "text/html; charset=utf-8"), csp),
+		PathScript: serve(newAsset(consoleJS, "text/javascript; charset=utf-8"), ""),
+		PathStyle:  serve(newAsset(consoleCSS, "text/css; charset=utf-8"), ""),
+		PathConfig: serve(newAsset(config.Bytes(), "application/json"), ""),
 	}
-	csp := policy(publisherURL)
+}
+
+// serve answers a; a page (csp set) also gets its policy and may not be
+// framed.
+func serve(a asset, csp string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, ok := assets[r.URL.Path]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
 		h := w.Header()
 		h.Set("Content-Type", a.ctype)
 		// Revalidate every time: the files change with the binary, and the
@@ -91,7 +87,7 @@ func Handler(cfg Config) http.Handler {
 		h.Set("ETag", a.etag)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
-		if r.URL.Path == PathIndex {
+		if csp != "" {
 			h.Set("Content-Security-Policy", csp)
 			h.Set("X-Frame-Options", "DENY")
 		}

@@ -31,20 +31,17 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// ListAfter returns at most limit messages with ids above after, oldest
-// first. Ids follow commit order (orderTrigger): rows committed later never
-// appear below the newest id a reader has seen, so reading on from the last
-// id returned misses nothing.
-func (s *Store) ListAfter(ctx context.Context, after int64, limit int) ([]store.Message, error) {
-	return listAfter(ctx, s.pool, after, limit)
-}
-
+// listAfter returns at most limit messages with ids above after, oldest
+// first, read through q (the follower's own connection). Ids follow commit
+// order (orderTrigger): rows committed later never appear below the newest
+// id a reader has seen, so reading on from the last id returned misses
+// nothing.
 func listAfter(ctx context.Context, q querier, after int64, limit int) ([]store.Message, error) {
 	rows, err := q.Query(ctx, "SELECT "+columns+" FROM messages WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list messages after %d: %w", after, err)
 	}
-	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) { return scan(row) })
+	msgs, err := pgx.CollectRows(rows, scanMessage)
 	if err != nil {
 		return nil, fmt.Errorf("list messages after %d: %w", after, err)
 	}

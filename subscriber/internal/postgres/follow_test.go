@@ -66,12 +66,12 @@ func TestListAfter(t *testing.T) {
 		{want[1], 10, want[2:]},
 		{want[4], 10, []int64{}},
 	} {
-		got, err := s.ListAfter(ctx, tt.after, tt.limit)
+		got, err := listAfter(ctx, s.pool, tt.after, tt.limit)
 		if err != nil {
-			t.Fatalf("ListAfter(%d, %d): %v", tt.after, tt.limit, err)
+			t.Fatalf("listAfter(%d, %d): %v", tt.after, tt.limit, err)
 		}
 		if !slices.Equal(ids(got), tt.want) {
-			t.Errorf("ListAfter(%d, %d) = %v, want %v", tt.after, tt.limit, ids(got), tt.want)
+			t.Errorf("listAfter(%d, %d) = %v, want %v", tt.after, tt.limit, ids(got), tt.want)
 		}
 	}
 	if got, err := s.LastID(ctx); err != nil || got != want[4] {
@@ -174,7 +174,7 @@ func TestIDsFollowCommitOrder(t *testing.T) {
 				stopping = true
 			default:
 			}
-			msgs, err := reader.ListAfter(ctx, last, 1000)
+			msgs, err := listAfter(ctx, reader.pool, last, 1000)
 			if err != nil {
 				done <- err
 				return

@@ -258,6 +258,10 @@ func queueSession(b *pgx.Batch, c *store.Commit, ids []int64) {
 
 const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
 
+// scanMessage reads a row of columns; it is the row function of
+// pgx.CollectRows for every read of messages.
+func scanMessage(row pgx.CollectableRow) (store.Message, error) { return scan(row) }
+
 func scan(row pgx.Row) (store.Message, error) {
 	var m store.Message
 	var qos int16
@@ -363,16 +367,8 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Message, error
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
-	defer rows.Close()
-	msgs := []store.Message{}
-	for rows.Next() {
-		m, err := scan(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list messages: %w", err)
-		}
-		msgs = append(msgs, m)
-	}
-	if err := rows.Err(); err != nil {
+	msgs, err := pgx.CollectRows(rows, scanMessage)
+	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	return msgs, nil

@@ -140,16 +140,13 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	}
 	var b pgx.Batch
 	b.Queue("SELECT "+columns+" FROM messages WHERE id = ANY($1)", ids).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			m, err := scan(rows)
-			if err != nil {
-				return err
-			}
+		msgs, err := pgx.CollectRows(rows, scanMessage)
+		for _, m := range msgs {
 			if i, ok := index[m.Topic]; ok {
 				out[i].Last = m
 			}
 		}
-		return rows.Err()
+		return err
 	})
 	// The newest value of each series of these topics (those between the
 	// first and the last of the page that match): one seek each.
@@ -232,7 +229,7 @@ func (s *Store) FillValues(ctx context.Context, limit int) (read int, left int64
 		if err != nil {
 			return err
 		}
-		msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) { return scan(row) })
+		msgs, err := pgx.CollectRows(rows, scanMessage)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,7 @@
-// Package stream delivers stored messages live: a Hub fed after each
-// commit (by ingest's writer, or by the follower of a shared store), and
-// the Server-Sent Events handler of GET /messages/stream that replays from
-// the store and then follows the hub.
+// Package stream fans stored messages out live: a Hub fed after each
+// commit (by ingest's writer, or by the follower of a shared store) and
+// read by the Server-Sent Events handler of GET /messages/stream (package
+// api), which replays from the store and then follows the hub.
 package stream
 
 import (

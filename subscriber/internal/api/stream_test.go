@@ -1,4 +1,4 @@
-package stream
+package api
 
 import (
 	"bufio"
@@ -20,19 +20,15 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
 // wait bounds every wait for an event; tests fail on content, not speed.
 const wait = 10 * time.Second
 
-// testEncode stands in for the API's JSON form of a message.
-func testEncode(m store.Message) any {
-	return map[string]any{"id": m.ID, "topic": m.Topic, "payload": string(m.Payload)}
-}
-
 type env struct {
 	st  *sqlite.Store
-	hub *Hub
+	hub *stream.Hub
 	url string
 }
 
@@ -60,7 +56,7 @@ func (l *lister) List(ctx context.Context, q store.Query) ([]store.Message, erro
 	return rows, err
 }
 
-func newEnv(t *testing.T, buffer int, opt Options, wrap func(*env, Lister) Lister) *env {
+func newEnv(t *testing.T, buffer int, opt streamOptions, wrap func(*env, Lister) Lister) *env {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "messages.db"))
 	if err != nil {
@@ -71,13 +67,13 @@ func newEnv(t *testing.T, buffer int, opt Options, wrap func(*env, Lister) Liste
 			t.Errorf("close store: %v", err)
 		}
 	})
-	e := &env{st: st, hub: NewHub(buffer)}
+	e := &env{st: st, hub: stream.NewHub(buffer)}
 	var src Lister = st
 	if wrap != nil {
 		src = wrap(e, st)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(Handler(log, src, e.hub, testEncode, opt))
+	srv := httptest.NewServer(handleStream(log, src, e.hub, opt))
 	t.Cleanup(func() {
 		e.hub.Close()
 		srv.Close()
@@ -258,7 +254,7 @@ func (c *client) expectNext(t *testing.T, e *env, marker string) {
 }
 
 func TestStreamHeaders(t *testing.T) {
-	e := newEnv(t, 16, Options{Retry: 1500 * time.Millisecond}, nil)
+	e := newEnv(t, 16, streamOptions{Retry: 1500 * time.Millisecond}, nil)
 	c := open(t, e.url+"/messages/stream")
 	if c.resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d, want 200", c.resp.StatusCode)
@@ -283,7 +279,7 @@ func TestStreamHeaders(t *testing.T) {
 }
 
 func TestStreamBadRequest(t *testing.T) {
-	e := newEnv(t, 16, Options{}, nil)
+	e := newEnv(t, 16, streamOptions{}, nil)
 	tests := []struct {
 		name   string
 		query  string
@@ -327,7 +323,7 @@ func TestStreamBadRequest(t *testing.T) {
 
 // Without a resume position the stream is live only and filtered.
 func TestStreamLiveFiltered(t *testing.T) {
-	e := newEnv(t, 16, Options{}, nil)
+	e := newEnv(t, 16, streamOptions{}, nil)
 	e.commit(t, "home/old")
 	c := open(t, e.url+"/messages/stream?topic=home/%2B/temp")
 	waitClients(t, e.hub, 1)
@@ -339,7 +335,7 @@ func TestStreamLiveFiltered(t *testing.T) {
 	c.expectNext(t, e, "home/attic/temp")
 }
 
-func waitClients(t *testing.T, h *Hub, n int) {
+func waitClients(t *testing.T, h *stream.Hub, n int) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for h.Clients() != n {
@@ -368,7 +364,7 @@ func TestStreamReplay(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Pages of 2 rows make every replay cross several pages.
-			e := newEnv(t, 64, Options{PageSize: 2}, nil)
+			e := newEnv(t, 64, streamOptions{PageSize: 2}, nil)
 			var ids []int64
 			for i := range 12 {
 				ids = append(ids, e.commit(t, fmt.Sprintf("r/%d", i), "other")[0])
@@ -410,7 +406,7 @@ func TestStreamReplayBounded(t *testing.T) {
 	var mu sync.Mutex
 	var reads []read
 	gate := readlimit.New(1, time.Second)
-	e := newEnv(t, 64, Options{PageBytes: 10, Gate: gate}, func(e *env, src Lister) Lister {
+	e := newEnv(t, 64, streamOptions{PageBytes: 10, Gate: gate}, func(e *env, src Lister) Lister {
 		return &lister{Lister: listFunc(func(ctx context.Context, q store.Query) ([]store.Message, error) {
 			if gate.InUse() != 1 {
 				t.Errorf("store read with %d turns of the gate taken, want 1", gate.InUse())
@@ -456,7 +452,7 @@ func (f listFunc) List(ctx context.Context, q store.Query) ([]store.Message, err
 // was replaced while the browser kept its Last-Event-ID): the stream starts
 // from the beginning instead of skipping new messages up to that id.
 func TestStreamForeignResumeID(t *testing.T) {
-	e := newEnv(t, 16, Options{}, nil)
+	e := newEnv(t, 16, streamOptions{}, nil)
 	ids := e.commit(t, "f/1", "f/2")
 	c := open(t, e.url+"/messages/stream?topic=f/%2B", "Last-Event-ID", "1000")
 	got, _ := c.messages(t, 2)
@@ -465,7 +461,7 @@ func TestStreamForeignResumeID(t *testing.T) {
 	}
 	c.expectNext(t, e, "f/3")
 
-	empty := newEnv(t, 16, Options{}, nil)
+	empty := newEnv(t, 16, streamOptions{}, nil)
 	c = open(t, empty.url+"/messages/stream", "Last-Event-ID", "1000")
 	waitClients(t, empty.hub, 1)
 	c.expectNext(t, empty, "f/first")
@@ -476,7 +472,7 @@ func TestStreamForeignResumeID(t *testing.T) {
 // after the read is lost.
 func TestStreamReplayHandoff(t *testing.T) {
 	var l *lister
-	e := newEnv(t, 64, Options{PageSize: 3}, func(e *env, src Lister) Lister {
+	e := newEnv(t, 64, streamOptions{PageSize: 3}, func(e *env, src Lister) Lister {
 		l = &lister{Lister: src}
 		return l
 	})
@@ -508,7 +504,7 @@ func TestStreamReplayHandoff(t *testing.T) {
 // hub hands over only later are sent once, in order, and so are the rows
 // only the hub carries.
 func TestStreamReplayLaggingFeed(t *testing.T) {
-	e := newEnv(t, 64, Options{PageSize: 2}, nil)
+	e := newEnv(t, 64, streamOptions{PageSize: 2}, nil)
 	first := e.commit(t, "g/1", "g/2")
 	lagging := e.insert(t, "g/3", "g/4", "g/5") // stored, not yet on the hub
 	c := open(t, fmt.Sprintf("%s/messages/stream?topic=g/%%2B&after=%d", e.url, first[0]))
@@ -527,7 +523,7 @@ func TestStreamReplayLaggingFeed(t *testing.T) {
 // the stream; resuming with Last-Event-ID loses nothing.
 func TestStreamSlowClientDropped(t *testing.T) {
 	var l *lister
-	e := newEnv(t, 2, Options{PageSize: 100}, func(e *env, src Lister) Lister {
+	e := newEnv(t, 2, streamOptions{PageSize: 100}, func(e *env, src Lister) Lister {
 		l = &lister{Lister: src}
 		return l
 	})
@@ -561,7 +557,7 @@ func TestStreamSlowClientDropped(t *testing.T) {
 }
 
 func TestStreamHeartbeat(t *testing.T) {
-	e := newEnv(t, 16, Options{Heartbeat: 20 * time.Millisecond}, nil)
+	e := newEnv(t, 16, streamOptions{Heartbeat: 20 * time.Millisecond}, nil)
 	c := open(t, e.url+"/messages/stream")
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -580,14 +576,14 @@ func TestStreamHeartbeat(t *testing.T) {
 // The handler ends when the client leaves, and when the server shuts down.
 func TestStreamEnds(t *testing.T) {
 	t.Run("client leaves", func(t *testing.T) {
-		e := newEnv(t, 16, Options{}, nil)
+		e := newEnv(t, 16, streamOptions{}, nil)
 		c := open(t, e.url+"/messages/stream")
 		waitClients(t, e.hub, 1)
 		c.cancel()
 		waitClients(t, e.hub, 0)
 	})
 	t.Run("server shuts down", func(t *testing.T) {
-		e := newEnv(t, 16, Options{}, nil)
+		e := newEnv(t, 16, streamOptions{}, nil)
 		c := open(t, e.url+"/messages/stream")
 		waitClients(t, e.hub, 1)
 		e.hub.Close()
@@ -607,8 +603,8 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 		t.Fatalf("open store: %v", err)
 	}
 	defer st.Close()
-	hub := NewHub(16)
-	srv := httptest.NewUnstartedServer(Handler(slog.New(slog.NewTextHandler(io.Discard, nil)), st, hub, testEncode, Options{}))
+	hub := stream.NewHub(16)
+	srv := httptest.NewUnstartedServer(handleStream(slog.New(slog.NewTextHandler(io.Discard, nil)), st, hub, streamOptions{}))
 	srv.Config.WriteTimeout = 100 * time.Millisecond
 	srv.Config.ReadTimeout = 100 * time.Millisecond
 	srv.Start()

@@ -1,4 +1,4 @@
-package stream
+package api
 
 import (
 	"bytes"
@@ -14,15 +14,11 @@ import (
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
-	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/topic"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/stream"
 )
 
-// Encoder turns a stored message into the value whose JSON is one element
-// of GET /messages, so that both endpoints speak the same message.
-type Encoder func(store.Message) any
-
-// Options tune the handler; zero values take the defaults.
-type Options struct {
+// streamOptions tune GET /messages/stream; zero values take the defaults.
+type streamOptions struct {
 	// Heartbeat is the interval of the ": ping" comments that keep proxies
 	// from closing an idle stream (15s).
 	Heartbeat time.Duration
@@ -31,9 +27,9 @@ type Options struct {
 	// WriteTimeout bounds each write to the client (30s); a client that
 	// takes longer is gone.
 	WriteTimeout time.Duration
-	// PageSize is how many rows one store query of the replay reads (500).
+	// PageSize is how many rows one store read of the replay takes (500).
 	PageSize int
-	// PageBytes bounds the payload one store query of the replay reads
+	// PageBytes bounds the payload one store read of the replay takes
 	// (readlimit.PageBytes); the first row is read whatever its size.
 	PageBytes int64
 	// Gate, when set, bounds how many replay batches are read and sent at
@@ -42,7 +38,7 @@ type Options struct {
 	Gate *readlimit.Gate
 }
 
-func (o Options) withDefaults() Options {
+func (o streamOptions) withDefaults() streamOptions {
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
 	}
@@ -64,88 +60,77 @@ func (o Options) withDefaults() Options {
 // maxBurst bounds how many queued events go out before one flush.
 const maxBurst = 64
 
-// Handler serves GET /messages/stream?topic=<filter> as Server-Sent Events.
-// With a Last-Event-ID header or ?after=<id> (the header wins: a
+// handleStream serves GET /messages/stream?topic=<filter> as Server-Sent
+// Events. With a Last-Event-ID header or ?after=<id> (the header wins: a
 // reconnecting browser sends both) it first replays the stored messages
 // after that id, oldest first, then follows hub. It subscribes before it
 // reads the store and skips live messages the replay already sent, so
 // there is neither a gap nor a repeat between the two: what the hub gave
 // out before the subscription was visible to the replay's reads, and what
-// it gives out after arrives live (see Hub.Publish for what the feeder of
-// the hub must ensure).
-func Handler(log *slog.Logger, src Lister, hub *Hub, encode Encoder, opt Options) http.Handler {
+// it gives out after arrives live (see stream.Hub.Publish for what the
+// feeder of the hub must ensure).
+func handleStream(log *slog.Logger, st Lister, hub *stream.Hub, opt streamOptions) http.HandlerFunc {
 	opt = opt.withDefaults()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// As for GET /messages: no topic is every topic, an empty one is
-		// an invalid filter.
-		filter := "#"
-		if q := r.URL.Query(); q.Has("topic") {
-			filter = q.Get("topic")
-		}
-		if err := topic.ValidateFilter(filter); err != nil {
-			problem(log, w, http.StatusBadRequest, "invalid topic filter", fmt.Sprintf("topic %q %v", filter, err))
+	return func(w http.ResponseWriter, r *http.Request) {
+		filter, err := filterParam(r.URL.Query())
+		if err != nil {
+			writeError(w, r, log, err)
 			return
 		}
 		after, replaying, err := resumeFrom(r)
 		if err != nil {
-			problem(log, w, http.StatusBadRequest, "invalid resume position", err.Error())
+			writeError(w, r, log, err)
 			return
 		}
 
 		sub := hub.Subscribe(filter)
 		defer sub.Close()
-		s := &sse{w: w, rc: http.NewResponseController(w), encode: encode, timeout: opt.WriteTimeout, gate: opt.Gate}
-		defer s.giveBack()
+		s := &sse{w: w, rc: http.NewResponseController(w), timeout: opt.WriteTimeout, last: after}
 		var rp *replay
 		if replaying {
-			// The turn is held until the first batch is sent.
-			if s.held, err = acquire(r.Context(), opt.Gate, false); err != nil {
-				if errors.Is(err, readlimit.ErrBusy) {
-					log.Warn("read refused", "method", r.Method, "path", r.URL.Path, "err", err)
-					w.Header().Set("Retry-After", strconv.Itoa(readlimit.RetryAfter))
-					problem(log, w, http.StatusServiceUnavailable, "too many reads", err.Error())
-				}
-				return
-			}
-			rp = &replay{src: src, filter: filter, page: opt.PageSize, maxBytes: opt.PageBytes}
-			// Read the first batch before answering, so that a store
-			// failure is a proper error status rather than a cut stream.
-			from, err := rp.plan(r.Context(), after)
+			// The turn is held until the first batch is sent, and the
+			// batch is read before answering, so that a busy or failing
+			// store is a proper error status rather than a cut stream.
+			release, err := acquire(r.Context(), opt.Gate, false)
 			if err != nil {
-				log.Error("stream replay", "filter", filter, "after", after, "err", err)
-				problem(log, w, http.StatusServiceUnavailable, "store unavailable", "the stored messages could not be read; retry later")
+				writeError(w, r, log, err)
 				return
 			}
-			if from != after {
-				log.Info("stream resume id is newer than every stored message; replaying from the start",
-					"filter", filter, "after", after)
-				after = from
+			defer release()
+			rp = &replay{st: st, gate: opt.Gate, q: store.Query{Filter: filter, Limit: opt.PageSize, MaxBytes: opt.PageBytes, Oldest: true}}
+			if s.last, err = rp.start(r.Context(), after); err != nil {
+				log.Error("stream replay", "filter", filter, "after", after, "err", err)
+				writeError(w, r, log, &statusError{http.StatusServiceUnavailable, "the stored messages could not be read; retry later"})
+				return
 			}
+			if s.last != after {
+				log.Info("stream resume id is newer than every stored message; replaying from the start", "filter", filter, "after", after)
+			}
+			rp.held = release
 		}
-		s.last = after
 
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
 		w.WriteHeader(http.StatusOK)
-
-		if err := s.begin(opt.Retry); err != nil {
+		fmt.Fprintf(&s.buf, "retry: %d\n\n", opt.Retry.Milliseconds())
+		if err := s.flush(); err != nil {
 			log.Debug("stream client gone", "err", err)
 			return
 		}
 		log.Debug("stream opened", "filter", filter, "after", after, "replay", replaying)
 		err = s.serve(r.Context(), rp, sub, opt.Heartbeat)
 		switch {
-		case errors.Is(err, ErrDropped):
+		case errors.Is(err, stream.ErrDropped):
 			log.Warn("stream client fell behind; ended it, it resumes from the store",
 				"filter", filter, "last_id", s.last, "remote", r.RemoteAddr)
-		case errors.Is(err, ErrClosed), r.Context().Err() != nil:
+		case errors.Is(err, stream.ErrClosed), r.Context().Err() != nil:
 			log.Debug("stream closed", "filter", filter, "last_id", s.last, "reason", err)
 		default:
 			log.Info("stream ended", "filter", filter, "last_id", s.last, "err", err)
 		}
-	})
+	}
 }
 
 // resumeFrom reads Last-Event-ID, else ?after. replaying is false when
@@ -160,44 +145,70 @@ func resumeFrom(r *http.Request) (after int64, replaying bool, err error) {
 	}
 	after, err = strconv.ParseInt(v, 10, 64)
 	if err != nil || after < 0 {
-		return 0, false, fmt.Errorf("%s %q: want a message id, a whole number >= 0", name, v)
+		return 0, false, &paramError{name, fmt.Sprintf("%q is not a message id, a whole number >= 0", v)}
 	}
 	return after, true, nil
+}
+
+// replay reads the stored messages that follow a position, oldest first,
+// in batches of at most a page of rows and bytes, each in a turn of the
+// gate: memory stays at one batch however long the client was away. It
+// reads on until a batch ends short of its bounds; by then it has read
+// every message committed before that read, and what comes later the hub
+// delivers.
+type replay struct {
+	st    Lister
+	gate  *readlimit.Gate
+	q     store.Query     // q.After is the position of the next read
+	batch []store.Message // read, not yet sent
+	done  bool            // the last read ended short of its bounds
+	held  func()          // the turn the first batch was read in
+}
+
+// start reads the first batch after after and returns the position the
+// replay really starts from. Ids are never reused and retention deletes
+// the oldest first, so a position above every stored id came from another
+// database (the store was replaced while the client kept its
+// Last-Event-ID): the replay then starts from the beginning rather than
+// skip every new message up to that id.
+func (rp *replay) start(ctx context.Context, after int64) (int64, error) {
+	if err := rp.read(ctx, after); err != nil || len(rp.batch) > 0 || after == 0 {
+		return after, err
+	}
+	newest, err := rp.st.List(ctx, store.Query{Limit: 1})
+	if err != nil || len(newest) > 0 && newest[0].ID >= after {
+		return after, err
+	}
+	return 0, rp.read(ctx, 0)
+}
+
+func (rp *replay) read(ctx context.Context, after int64) error {
+	rp.q.After = after
+	rows, err := rp.st.List(ctx, rp.q)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	rp.batch, rp.done = rows, !store.Full(rp.q, rows)
+	return nil
 }
 
 // sse writes the event stream of one client.
 type sse struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
-	encode  Encoder
 	timeout time.Duration
 	last    int64 // the id sent last: nothing at or below it is sent again
 	buf     bytes.Buffer
-	gate    *readlimit.Gate
-	held    func() // gives back the turn the first replay batch was read in; nil once given
 }
 
-func (s *sse) begin(retry time.Duration) error {
-	fmt.Fprintf(&s.buf, "retry: %d\n\n", retry.Milliseconds())
-	return s.flush()
-}
-
-// serve replays rp (when not nil), then sends what sub delivers until the
-// client leaves (ctx) or the hub ends sub.
-func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbeat time.Duration) error {
-	for rp != nil {
-		more, err := s.replayBatch(ctx, rp)
-		if err != nil {
+// serve sends the replay (when rp is not nil), then what sub delivers
+// until the client leaves (ctx) or the hub ends sub.
+func (s *sse) serve(ctx context.Context, rp *replay, sub *stream.Subscription, heartbeat time.Duration) error {
+	if rp != nil {
+		if err := s.replay(ctx, rp, sub); err != nil {
 			return err
 		}
-		if !more {
-			break
-		}
-		if err := sub.Err(); err != nil {
-			return s.end(err)
-		}
 	}
-
 	ping := time.NewTicker(heartbeat)
 	defer ping.Stop()
 	for {
@@ -238,43 +249,36 @@ func (s *sse) serve(ctx context.Context, rp *replay, sub *Subscription, heartbea
 	}
 }
 
-// replayBatch reads and sends the next batch of rp within a turn of the
-// gate: the first one plan read in the turn held since, the others each in
-// a turn of its own, waited for as long as the client stays (the stream
-// has answered; a refusal could only end it). more is false at the end of
-// the replay.
-func (s *sse) replayBatch(ctx context.Context, rp *replay) (more bool, err error) {
-	release := s.held
-	s.held = nil
-	if release == nil {
-		if rp.finished() {
-			return false, nil // no turn to wait for
+// replay sends the batches of rp: the first one in the turn it was read
+// in, each later one read in a turn of its own, waited for as long as the
+// client stays (the stream has answered; a refusal could only end it).
+func (s *sse) replay(ctx context.Context, rp *replay, sub *stream.Subscription) error {
+	release := rp.held
+	for {
+		for _, m := range rp.batch {
+			if err := s.event(m); err != nil {
+				release()
+				return err
+			}
 		}
-		if release, err = acquire(ctx, s.gate, true); err != nil {
-			return false, err
+		err := s.flush()
+		release()
+		switch {
+		case err != nil:
+			return err
+		case rp.done:
+			return nil
 		}
-	}
-	defer release()
-	batch, err := rp.next(ctx, s.last)
-	if err != nil {
-		return false, fmt.Errorf("replay: %w", err)
-	}
-	if batch == nil {
-		return false, nil
-	}
-	for _, m := range batch {
-		if err := s.event(m); err != nil {
-			return false, err
+		if err := sub.Err(); err != nil {
+			return s.end(err)
 		}
-	}
-	return true, s.flush()
-}
-
-// giveBack gives back the turn held, if any.
-func (s *sse) giveBack() {
-	if s.held != nil {
-		s.held()
-		s.held = nil
+		if release, err = acquire(ctx, rp.gate, true); err != nil {
+			return err
+		}
+		if err := rp.read(ctx, s.last); err != nil {
+			release()
+			return err
+		}
 	}
 }
 
@@ -295,7 +299,7 @@ func (s *sse) event(m store.Message) error {
 	if m.ID <= s.last {
 		return nil
 	}
-	data, err := json.Marshal(s.encode(m))
+	data, err := json.Marshal(NewMessage(m))
 	if err != nil {
 		return fmt.Errorf("encode message %d: %w", m.ID, err)
 	}
@@ -339,14 +343,4 @@ func (s *sse) flush() error {
 		return fmt.Errorf("flush: %w", err)
 	}
 	return nil
-}
-
-// problem writes an RFC 9457 problem detail.
-func problem(log *slog.Logger, w http.ResponseWriter, status int, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(map[string]any{"title": title, "status": status, "detail": detail}); err != nil {
-		log.Debug("write problem detail", "err", err)
-	}
 }
