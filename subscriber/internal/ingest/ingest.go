@@ -50,6 +50,12 @@ type Config struct {
 	StatusTopic string
 	// LogPayloadBytes bounds the payload shown in an arrival's log line.
 	LogPayloadBytes int
+	// Arrivals, when set, is the logger of the arrival lines, and
+	// FlushArrivals writes out what it holds back: the writer calls it
+	// before it acknowledges a batch, so that each line is out before its
+	// message is acknowledged (see logbuf).
+	Arrivals      *slog.Logger
+	FlushArrivals func() error
 	// MaxBatch bounds the messages committed in one transaction (500).
 	MaxBatch int
 	// Queue is how many arrivals may wait for the writer (1000).
@@ -78,10 +84,11 @@ type arrival struct {
 
 // Ingester owns the MQTT client and the writer.
 type Ingester struct {
-	log *slog.Logger
-	cfg Config
-	st  Store
-	m   *metrics.Metrics
+	log      *slog.Logger
+	arrivals *slog.Logger // the arrival lines' (cfg.Arrivals, else log)
+	cfg      Config
+	st       Store
+	m        *metrics.Metrics
 
 	received [3]prometheus.Counter // m.Received by QoS, looked up once
 
@@ -129,8 +136,11 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	if cfg.ShareProbeTimeout <= 0 {
 		cfg.ShareProbeTimeout = DefaultShareProbeTimeout
 	}
+	if cfg.Arrivals == nil {
+		cfg.Arrivals = log
+	}
 	i := &Ingester{
-		log: log, cfg: cfg, st: st, m: m,
+		log: log, arrivals: cfg.Arrivals, cfg: cfg, st: st, m: m,
 		queue:    make(chan *arrival, cfg.Queue),
 		stopping: make(chan struct{}),
 		wakeup:   make(chan struct{}, 1),
@@ -299,6 +309,18 @@ func (i *Ingester) record(c *store.Commit) error {
 		err = i.st.Commit(ctx, c)
 	}
 	return err
+}
+
+// flushArrivals writes out the arrival lines held back.
+func (i *Ingester) flushArrivals() {
+	if i.cfg.FlushArrivals == nil {
+		return
+	}
+	if err := i.cfg.FlushArrivals(); err != nil {
+		// Said where it failed, which may fail again: slog drops a line
+		// it cannot write the same way.
+		i.log.Warn("write arrival log lines", "err", err)
+	}
 }
 
 func (i *Ingester) wake() {
@@ -480,9 +502,9 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 	// LogAttrs with typed attributes: no []any to build and convert per
 	// message, and nothing at all (not even the payload copy) when INFO
 	// is off.
-	if ctx := context.Background(); i.log.Enabled(ctx, slog.LevelInfo) {
+	if ctx := context.Background(); i.arrivals.Enabled(ctx, slog.LevelInfo) {
 		shown, enc := logPayload(payload, i.cfg.LogPayloadBytes)
-		i.log.LogAttrs(ctx, slog.LevelInfo, "message arrived",
+		i.arrivals.LogAttrs(ctx, slog.LevelInfo, "message arrived",
 			slog.String("topic", msg.Topic()), slog.Int("qos", int(msg.Qos())), slog.Bool("retained", msg.Retained()),
 			slog.Bool("duplicate", msg.Duplicate()), slog.Int("bytes", len(payload)),
 			slog.String("payload", shown), slog.String("encoding", enc))

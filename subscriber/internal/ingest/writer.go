@@ -145,6 +145,9 @@ func (i *Ingester) commit(ctx context.Context, b *batch) bool {
 		}
 		i.m.StoreErrors.Inc()
 		i.storeErr.Store(&err)
+		// The lines of what waits are out, although nothing is
+		// acknowledged.
+		i.flushArrivals()
 		i.log.Warn("commit failed; messages stay unacknowledged and are retried",
 			"messages", len(b.arrivals), "retry_in", backoff, "err", err)
 		select {
@@ -344,6 +347,8 @@ func (i *Ingester) done(b *batch) {
 		w.release(ids)
 	}
 
+	// Every arrival's line is out before any acknowledgement.
+	i.flushArrivals()
 	var dropped, dups int
 	acked := map[*wire]bool{}
 	debug := i.log.Enabled(context.Background(), slog.LevelDebug)
@@ -412,6 +417,7 @@ func (i *Ingester) shutdown(pending *batch) error {
 			break
 		}
 	}
+	i.flushArrivals() // of arrivals refused or left uncommitted
 	if i.client.IsConnectionOpen() {
 		if err := i.publishStatus("offline", 2*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
