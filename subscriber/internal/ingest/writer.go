@@ -350,7 +350,16 @@ func (i *Ingester) done(b *batch) {
 	// Every arrival's line is out before any acknowledgement.
 	i.flushArrivals()
 	var dropped, dups int
-	acked := map[*wire]bool{}
+	acked := map[*wire]int{}
+	for _, a := range b.arrivals {
+		if a.msg.QoS > 0 && !a.wire.closed() {
+			acked[a.wire]++
+		}
+	}
+	for w, n := range acked {
+		// They leave in one write(2) once Paho has written the last.
+		w.expect(n)
+	}
 	debug := i.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, a := range b.arrivals {
 		j := b.judged[k]
@@ -376,7 +385,6 @@ func (i *Ingester) done(b *batch) {
 		j.rec.ackSent = true
 		a.ack()
 		a.wire.acked(a.seq)
-		acked[a.wire] = true
 	}
 	for w := range acked {
 		w.barrier()
