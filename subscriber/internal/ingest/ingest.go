@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,8 +79,10 @@ type arrival struct {
 	hash uint64 // of topic and payload, for QoS 1 and 2
 	wire *wire  // the connection it came on
 	seq  int64  // its place among that connection's arrivals
-	ack  func()
-	row  int // its index in the rows of the batch that stores it, or -1
+	// ack acknowledges it: Paho's message itself, not its method value
+	// msg.Ack, which would be one more allocation per message.
+	ack interface{ Ack() }
+	row int // its index in the rows of the batch that stores it, or -1
 }
 
 // Ingester owns the MQTT client and the writer.
@@ -524,7 +527,7 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 		dup:  msg.Duplicate(),
 		wire: w,
 		seq:  w.seq.Add(1),
-		ack:  msg.Ack,
+		ack:  msg,
 	}
 	if a.msg.QoS > 0 {
 		a.hash = contentHash(a.msg.Topic, payload)
@@ -545,7 +548,9 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 }
 
 // logPayload returns at most n bytes of p for a log line: text when p is
-// UTF-8 (cut at a character boundary), else base64.
+// UTF-8 (cut at a character boundary), else base64. The text shares p's
+// memory rather than copying it (an allocation per message): it is for a
+// line logged at once, and an arrival's payload is never written to.
 func logPayload(p []byte, n int) (shown, encoding string) {
 	if utf8.Valid(p) {
 		if len(p) > n {
@@ -554,7 +559,7 @@ func logPayload(p []byte, n int) (shown, encoding string) {
 				p = p[:len(p)-1]
 			}
 		}
-		return string(p), "text"
+		return unsafe.String(unsafe.SliceData(p), len(p)), "text"
 	}
 	if len(p) > n {
 		p = p[:n]

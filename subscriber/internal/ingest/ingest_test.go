@@ -154,13 +154,18 @@ func testWire(t *testing.T, i *Ingester, num int64, present bool) (*wire, *peer)
 
 type acks struct{ n atomic.Int32 }
 
+// ackFunc is an acknowledgement made by a function.
+type ackFunc func()
+
+func (f ackFunc) Ack() { f() }
+
 // arrival makes a QoS 1 arrival on w with its next seq.
 func (c *acks) arrival(w *wire, topic, payload string, packetID uint16, dup bool) *arrival {
 	return &arrival{
 		msg: store.Message{Topic: topic, Payload: []byte(payload), QoS: 1, ReceivedAt: time.Now(),
 			ClientID: "sub", PacketID: packetID},
 		dup: dup, wire: w, seq: w.seq.Add(1), hash: contentHash(topic, []byte(payload)),
-		ack: func() { c.n.Add(1) },
+		ack: ackFunc(func() { c.n.Add(1) }),
 	}
 }
 

@@ -383,7 +383,7 @@ func (i *Ingester) done(b *batch) {
 			continue
 		}
 		j.rec.ackSent = true
-		a.ack()
+		a.ack.Ack()
 		a.wire.acked(a.seq)
 	}
 	for w := range acked {
