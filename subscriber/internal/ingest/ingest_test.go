@@ -557,10 +557,10 @@ func TestFinishedRecordsLeaveMemory(t *testing.T) {
 	i.ledger.acked[1] = int64(n)
 	i.unsaved[1], i.unsavedSince = int64(n), time.Now()
 	mustCommit(t, i, c.arrival(w1, "t", "last", uint16(n+1), false))
-	if got := len(i.ledger.ids); got > keepRecords+1 {
+	if got := i.ledger.ids.count(); got > keepRecords+1 {
 		t.Errorf("%d records in memory, want at most %d", got, keepRecords+1)
 	}
-	if _, ok := i.ledger.ids[1]; ok {
+	if i.ledger.ids[1] != nil {
 		t.Fatalf("the record of packet id 1 is still in memory")
 	}
 	// On the next connection: a redelivery with id 3 and its own

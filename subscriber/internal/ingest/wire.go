@@ -69,7 +69,7 @@ type wire struct {
 	expected  int64       // PUBACK and PUBREC packets the writer has handed to Paho
 	coalesced []byte      // acknowledgements written by Paho that wait for the rest of their batch
 	hold      *time.Timer // bounds their wait (maxHold)
-	sent      []int64     // the seq of each acknowledgement the writer made, from offset on
+	sent      seqList     // the seq of each acknowledgement the writer made, from offset on
 	offset    int64       // acknowledgements before sent[0]
 	confSeq   int64       // the seq of the last confirmed acknowledgement
 }
@@ -140,11 +140,10 @@ func (w *wire) answered() {
 	w.pings = w.pings[1:]
 	// The writer records an acknowledgement just after handing it to
 	// Paho, which may write it first: only the recorded ones count.
-	k := min(n-w.offset, int64(len(w.sent)))
+	k := min(n-w.offset, w.sent.n)
 	moved := k > 0
 	if moved {
-		w.confSeq = w.sent[k-1]
-		w.sent = w.sent[k:]
+		w.confSeq = w.sent.drop(k)
 		w.offset += k
 	}
 	w.ping()
@@ -309,14 +308,14 @@ func (w *wire) ping() {
 // acked records that the writer acknowledged the arrival seq (in order).
 func (w *wire) acked(seq int64) {
 	w.mu.Lock()
-	w.sent = append(w.sent, seq)
+	w.sent.push(seq)
 	w.mu.Unlock()
 }
 
 // barrier asks for every acknowledgement made so far to be confirmed.
 func (w *wire) barrier() {
 	w.mu.Lock()
-	w.want = w.offset + int64(len(w.sent))
+	w.want = w.offset + w.sent.n
 	w.ping()
 	w.sendAside()
 	w.mu.Unlock()
@@ -441,3 +440,44 @@ func (f *framer) kind() byte { return f.header >> 4 }
 
 // between reports whether the stream is between two packets.
 func (f *framer) between() bool { return f.state == 0 }
+
+// seqList is a list of increasing numbers kept as runs of consecutive
+// ones: the seqs of a connection's acknowledgements, which are mostly
+// consecutive, and of which tens of thousands may wait for the broker's
+// confirmation during a backlog (its PINGRESP comes after the PUBLISH
+// packets it has already queued).
+type seqList struct {
+	runs []seqRun
+	n    int64 // how many numbers
+}
+
+type seqRun struct{ first, count int64 }
+
+func (l *seqList) push(seq int64) {
+	if k := len(l.runs) - 1; k >= 0 && l.runs[k].first+l.runs[k].count == seq {
+		l.runs[k].count++
+	} else {
+		l.runs = append(l.runs, seqRun{first: seq, count: 1})
+	}
+	l.n++
+}
+
+// drop removes the first k numbers (0 < k <= n) and returns the last of
+// them.
+func (l *seqList) drop(k int64) int64 {
+	l.n -= k
+	for {
+		r := &l.runs[0]
+		if k < r.count {
+			r.first += k
+			r.count -= k
+			return r.first - 1
+		}
+		k -= r.count
+		last := r.first + r.count - 1
+		l.runs = l.runs[1:]
+		if k == 0 {
+			return last
+		}
+	}
+}

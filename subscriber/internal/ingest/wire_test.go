@@ -193,3 +193,22 @@ func TestWireCoalescesAcknowledgements(t *testing.T) {
 		})
 	}
 }
+
+func TestSeqList(t *testing.T) {
+	var l seqList
+	var ref []int64
+	for _, seq := range []int64{1, 2, 3, 5, 6, 9, 10, 11, 12, 20} {
+		l.push(seq)
+		ref = append(ref, seq)
+	}
+	if got := len(l.runs); got != 4 {
+		t.Errorf("%d runs, want 4", got)
+	}
+	for _, k := range []int64{2, 1, 3, 1, 2, 1} {
+		got, want := l.drop(k), ref[k-1]
+		ref = ref[k:]
+		if got != want || l.n != int64(len(ref)) {
+			t.Fatalf("drop(%d) = %d with %d left, want %d with %d", k, got, l.n, want, len(ref))
+		}
+	}
+}

@@ -275,7 +275,7 @@ func (i *Ingester) commitOf(b *batch) *store.Commit {
 	if i.resetStore.Load() {
 		// The store starts again from nothing: all the ledger knows.
 		for _, r := range i.ledger.ids {
-			if r.Conn >= i.ledger.epoch {
+			if r != nil && r.Conn >= i.ledger.epoch {
 				add(r)
 			}
 		}
