@@ -254,7 +254,7 @@ func TestVerdicts(t *testing.T) {
 			w, _ := testWire(t, nil, cur, tt.present)
 			a := &arrival{msg: store.Message{Topic: "t", Payload: []byte(tt.payload), QoS: tt.qos, PacketID: 7},
 				dup: tt.dup, wire: w, seq: 1, hash: contentHash("t", []byte(tt.payload))}
-			j, err := l.view().judge(context.Background(), get, "sub", a)
+			j, err := l.view(1).judge(context.Background(), get, "sub", a)
 			if err != nil {
 				t.Fatalf("judge: %v", err)
 			}

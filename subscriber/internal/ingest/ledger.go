@@ -171,8 +171,9 @@ type view struct {
 	matched map[*record]bool
 }
 
-func (l *ledger) view() *view {
-	return &view{l: l, ids: map[uint16]*record{}, acked: map[int64]int64{}, matched: map[*record]bool{}}
+// view starts the view of a batch of n arrivals.
+func (l *ledger) view(n int) *view {
+	return &view{l: l, ids: make(map[uint16]*record, n), acked: map[int64]int64{}, matched: map[*record]bool{}}
 }
 
 // settled reports whether r can no longer be taken for a redelivery under

@@ -233,7 +233,7 @@ func newKey() (int64, error) {
 // It changes nothing but b (and facts the ledger learns for good, such as
 // a new broker session), so that an attempt that fails can be made again.
 func (i *Ingester) prepare(ctx context.Context, b *batch) error {
-	b.view = i.ledger.view()
+	b.view = i.ledger.view(len(b.arrivals))
 	b.judged = make([]judgement, len(b.arrivals))
 	b.rows = make([]store.Message, 0, len(b.arrivals))
 	for k, a := range b.arrivals {
@@ -258,8 +258,9 @@ func (i *Ingester) prepare(ctx context.Context, b *batch) error {
 // commitOf is the store.Commit of b: its rows and the session records that
 // go with them.
 func (i *Ingester) commitOf(b *batch) *store.Commit {
-	c := &store.Commit{Messages: b.rows, ClientID: i.cfg.ClientID, Released: b.released()}
-	last := map[uint16]int{} // packet id: index in c.Deliveries
+	c := &store.Commit{Messages: b.rows, ClientID: i.cfg.ClientID, Released: b.released(),
+		Deliveries: make([]store.CommitDelivery, 0, len(b.judged))}
+	last := make(map[uint16]int, len(b.judged)) // packet id: index in c.Deliveries
 	add := func(r *record) {
 		d := store.CommitDelivery{Delivery: r.Delivery, Message: -1}
 		if r.a != nil {
