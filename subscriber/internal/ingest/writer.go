@@ -54,7 +54,9 @@ func (i *Ingester) write(ctx context.Context) *batch {
 		case <-ctx.Done():
 			return nil
 		case a := <-i.queue:
-			b.arrivals = i.collect([]*arrival{a})
+			arrivals := make([]*arrival, 1, min(i.cfg.MaxBatch, len(i.queue)+1))
+			arrivals[0] = a
+			b.arrivals = i.collect(arrivals)
 		case <-i.wakeup:
 		case <-flush:
 		}
@@ -327,7 +329,7 @@ func (i *Ingester) done(b *batch) {
 	}
 	if b.view != nil {
 		b.view.apply()
-		var stored, recs []*record
+		stored, recs := make([]*record, 0, len(b.judged)), make([]*record, 0, len(b.judged))
 		for _, j := range b.judged {
 			if j.rec != nil {
 				recs = append(recs, j.rec)
