@@ -230,12 +230,14 @@ func (w *wire) holdExpired() {
 	if len(w.coalesced) == 0 || w.broken.Load() {
 		return
 	}
+	// The batch is taken as complete: what is held goes now, and the rest
+	// of it, if it comes, goes as it comes.
+	w.expected = w.acks
 	if !w.out.between() {
-		// Paho is amid a packet: its next Write takes them along.
-		w.expected = w.acks
+		// Paho is amid an acknowledgement (only one can be under way
+		// while others are held): the Write that ends it takes them all.
 		return
 	}
-	w.expected = w.acks
 	w.emit(nil)
 	w.sendAside()
 }
