@@ -37,6 +37,10 @@ const (
 //     barrier after it acknowledges a batch (barrier), and learns how far
 //     acknowledgements are confirmed (confirmed).
 //
+// It also writes the acknowledgements of one batch together (expect):
+// Paho writes each PUBACK with a write of its own, and a batch has
+// hundreds.
+//
 // Paho writes each packet with one Write call; the framing here does not
 // rely on it.
 type wire struct {
