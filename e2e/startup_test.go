@@ -58,6 +58,9 @@ func TestBothServicesStartAlike(t *testing.T) {
 		{name: "broker list", env: map[string]string{"MQTT_BROKER": "tcp://127.0.0.1:1, ws://127.0.0.1:2/mqtt"}},
 		{name: "CA file without ssl://", env: map[string]string{"MQTT_CA_FILE": notPEM}, code: 2, line: "invalid MQTT_CA_FILE: "},
 		{name: "HTTP_ADDR without a port", env: map[string]string{"HTTP_ADDR": "8080"}, code: 2, line: "invalid HTTP_ADDR: "},
+		{name: "PPROF_ADDR", env: map[string]string{"PPROF_ADDR": "127.0.0.1:0"}},
+		{name: "PPROF_ADDR without a port", env: map[string]string{"PPROF_ADDR": "6060"}, code: 2, line: "invalid PPROF_ADDR: "},
+		{name: "PPROF_ADDR on HTTP_ADDR", env: map[string]string{"HTTP_ADDR": "127.0.0.1:8089", "PPROF_ADDR": "127.0.0.1:8089"}, code: 2, line: "invalid PPROF_ADDR: "},
 		{name: "API_TOKEN with a space at the end", env: map[string]string{"API_TOKEN": "s3cret "}, code: 2, line: "invalid API_TOKEN: "},
 		// The command line.
 		{name: "unknown command", args: []string{"serve"}, code: 2, line: `unknown command "serve"`},

@@ -43,13 +43,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.Join(err, mq.Close(context.WithoutCancel(ctx)))
 	}
 	tasks := []service.Task{closeAtStop(log, cfg, mq)}
-	if cfg.PprofAddr != "" {
-		pprof, err := listenPprof(log, cfg.PprofAddr)
-		if err != nil {
-			return errors.Join(err, mq.Close(context.WithoutCancel(ctx)))
-		}
-		tasks = append(tasks, pprof)
-	}
 	return service.Serve(ctx, stdout, log, cfg.Common, newHTTPServer(log, cfg, handler), tasks...)
 }
 

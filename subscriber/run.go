@@ -14,6 +14,7 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/config"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/ingest"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/logbuf"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/postgres"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/readlimit"
@@ -33,7 +34,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger(stdout)
+	// Arrival lines are held back and written out at each commit, before
+	// the acknowledgements; every other line goes out at once, after them.
+	out := logbuf.New(stdout)
+	log := cfg.Logger(out)
 
 	st, err := openStore(ctx, cfg.Database)
 	if err != nil {
@@ -52,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Brokers: cfg.Brokers, ClientID: cfg.ClientID, Username: cfg.Username, Password: cfg.Password,
 		TLS: cfg.TLS, QoS: byte(cfg.QoS), Filters: cfg.Topics, ShareGroup: cfg.ShareGroup,
 		StatusTopic: cfg.StatusTopic, LogPayloadBytes: cfg.LogPayloadBytes,
+		Arrivals: cfg.Logger(out.Held()), FlushArrivals: out.Flush,
 		Committed: committed,
 	}, st, m)
 

@@ -43,6 +43,9 @@ type Common struct {
 	APIToken  string `envconfig:"API_TOKEN"`
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own
+	// (never on HTTP_ADDR), e.g. 127.0.0.1:6060.
+	PprofAddr string `envconfig:"PPROF_ADDR"`
 	// ShutdownTimeout bounds the wait for the requests in flight at a
 	// signal, and then for the service's own stop.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
@@ -145,6 +148,15 @@ func (c *Common) check() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return badAddr(c.HTTPAddr)
+	}
+	if c.PprofAddr != "" {
+		_, port, err := net.SplitHostPort(c.PprofAddr)
+		if err != nil {
+			return bad("PPROF_ADDR", "%q is not host:port", c.PprofAddr)
+		}
+		if c.PprofAddr == c.HTTPAddr && port != "0" {
+			return bad("PPROF_ADDR", "must not be HTTP_ADDR: profiles are never served on the API's port")
+		}
 	}
 	if reason := tokenProblem(c.APIToken); reason != "" {
 		// The value is a secret: the line says what is wrong, not what it is.

@@ -20,11 +20,19 @@ type Task func(ctx context.Context) error
 // and srv on HTTP_ADDR. Then it stops them in order: HTTP first, waiting
 // up to SHUTDOWN_TIMEOUT for the requests in flight, then the tasks, so
 // that they finish what HTTP handed them. It returns the first failure.
-// stdout is where the listening line goes (see Listen).
+// stdout is where the listening line goes (see Listen). With PPROF_ADDR
+// set, net/http/pprof is served there too, as one more task.
 func Serve(ctx context.Context, stdout io.Writer, log *slog.Logger, c Common, srv *http.Server, tasks ...Task) error {
 	// The tasks outlive ctx: they stop after HTTP, whenever ctx ends.
 	taskCtx, stopTasks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopTasks()
+	var err error
+	if c.PprofAddr != "" {
+		var pprof Task
+		if pprof, err = listenPprof(log, c.PprofAddr); err == nil {
+			tasks = append(tasks, pprof)
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(tasks)+1)
 	for _, task := range tasks {
@@ -34,7 +42,11 @@ func Serve(ctx context.Context, stdout io.Writer, log *slog.Logger, c Common, sr
 			}
 		})
 	}
-	err := serveHTTP(ctx, stdout, log, c, srv, &wg, errc)
+	if err == nil {
+		// Else the tasks are started only to be stopped: each of them
+		// owns what it must close (the publisher's broker client).
+		err = serveHTTP(ctx, stdout, log, c, srv, &wg, errc)
+	}
 	stopTasks()
 	wg.Wait()
 	close(errc)

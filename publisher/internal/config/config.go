@@ -3,7 +3,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -27,10 +26,6 @@ type Config struct {
 	// CORSAllowedOrigins lists the origins (scheme://host[:port]) whose
 	// browsers may call the API; "*" allows any.
 	CORSAllowedOrigins []string `envconfig:"CORS_ALLOWED_ORIGINS"`
-
-	// PprofAddr, when set, serves net/http/pprof on a listener of its own
-	// (never on HTTP_ADDR), e.g. 127.0.0.1:6060.
-	PprofAddr string `envconfig:"PPROF_ADDR"`
 
 	PublishTimeout  time.Duration `envconfig:"PUBLISH_TIMEOUT" default:"5s"`
 	MaxMessageBytes int           `envconfig:"MAX_MESSAGE_BYTES" default:"262144"`
@@ -65,15 +60,6 @@ func bad(name, format string, args ...any) error {
 func (c *Config) validate() error {
 	if c.MaxInflight < 1 || c.MaxInflight > message.MaxInflight {
 		return bad("MQTT_MAX_INFLIGHT", "must be between 1 and %d, got %d", message.MaxInflight, c.MaxInflight)
-	}
-	if c.PprofAddr != "" {
-		_, port, err := net.SplitHostPort(c.PprofAddr)
-		if err != nil {
-			return bad("PPROF_ADDR", "%q is not host:port", c.PprofAddr)
-		}
-		if c.PprofAddr == c.HTTPAddr && port != "0" {
-			return bad("PPROF_ADDR", "must not be HTTP_ADDR: profiles are never served on the API's port")
-		}
 	}
 	if err := c.validateCORS(); err != nil {
 		return err

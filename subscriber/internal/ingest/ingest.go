@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,12 @@ type Config struct {
 	StatusTopic string
 	// LogPayloadBytes bounds the payload shown in an arrival's log line.
 	LogPayloadBytes int
+	// Arrivals, when set, is the logger of the arrival lines, and
+	// FlushArrivals writes out what it holds back: the writer calls it
+	// before it acknowledges a batch, so that each line is out before its
+	// message is acknowledged (see logbuf).
+	Arrivals      *slog.Logger
+	FlushArrivals func() error
 	// MaxBatch bounds the messages committed in one transaction (500).
 	MaxBatch int
 	// Queue is how many arrivals may wait for the writer (1000).
@@ -72,16 +79,19 @@ type arrival struct {
 	hash uint64 // of topic and payload, for QoS 1 and 2
 	wire *wire  // the connection it came on
 	seq  int64  // its place among that connection's arrivals
-	ack  func()
-	row  int // its index in the rows of the batch that stores it, or -1
+	// ack acknowledges it: Paho's message itself, not its method value
+	// msg.Ack, which would be one more allocation per message.
+	ack interface{ Ack() }
+	row int // its index in the rows of the batch that stores it, or -1
 }
 
 // Ingester owns the MQTT client and the writer.
 type Ingester struct {
-	log *slog.Logger
-	cfg Config
-	st  Store
-	m   *metrics.Metrics
+	log      *slog.Logger
+	arrivals *slog.Logger // the arrival lines' (cfg.Arrivals, else log)
+	cfg      Config
+	st       Store
+	m        *metrics.Metrics
 
 	received [3]prometheus.Counter // m.Received by QoS, looked up once
 
@@ -129,8 +139,11 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	if cfg.ShareProbeTimeout <= 0 {
 		cfg.ShareProbeTimeout = DefaultShareProbeTimeout
 	}
+	if cfg.Arrivals == nil {
+		cfg.Arrivals = log
+	}
 	i := &Ingester{
-		log: log, cfg: cfg, st: st, m: m,
+		log: log, arrivals: cfg.Arrivals, cfg: cfg, st: st, m: m,
 		queue:    make(chan *arrival, cfg.Queue),
 		stopping: make(chan struct{}),
 		wakeup:   make(chan struct{}, 1),
@@ -299,6 +312,18 @@ func (i *Ingester) record(c *store.Commit) error {
 		err = i.st.Commit(ctx, c)
 	}
 	return err
+}
+
+// flushArrivals writes out the arrival lines held back.
+func (i *Ingester) flushArrivals() {
+	if i.cfg.FlushArrivals == nil {
+		return
+	}
+	if err := i.cfg.FlushArrivals(); err != nil {
+		// Said where it failed, which may fail again: slog drops a line
+		// it cannot write the same way.
+		i.log.Warn("write arrival log lines", "err", err)
+	}
 }
 
 func (i *Ingester) wake() {
@@ -480,9 +505,9 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 	// LogAttrs with typed attributes: no []any to build and convert per
 	// message, and nothing at all (not even the payload copy) when INFO
 	// is off.
-	if ctx := context.Background(); i.log.Enabled(ctx, slog.LevelInfo) {
+	if ctx := context.Background(); i.arrivals.Enabled(ctx, slog.LevelInfo) {
 		shown, enc := logPayload(payload, i.cfg.LogPayloadBytes)
-		i.log.LogAttrs(ctx, slog.LevelInfo, "message arrived",
+		i.arrivals.LogAttrs(ctx, slog.LevelInfo, "message arrived",
 			slog.String("topic", msg.Topic()), slog.Int("qos", int(msg.Qos())), slog.Bool("retained", msg.Retained()),
 			slog.Bool("duplicate", msg.Duplicate()), slog.Int("bytes", len(payload)),
 			slog.String("payload", shown), slog.String("encoding", enc))
@@ -502,7 +527,7 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 		dup:  msg.Duplicate(),
 		wire: w,
 		seq:  w.seq.Add(1),
-		ack:  msg.Ack,
+		ack:  msg,
 	}
 	if a.msg.QoS > 0 {
 		a.hash = contentHash(a.msg.Topic, payload)
@@ -523,7 +548,9 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 }
 
 // logPayload returns at most n bytes of p for a log line: text when p is
-// UTF-8 (cut at a character boundary), else base64.
+// UTF-8 (cut at a character boundary), else base64. The text shares p's
+// memory rather than copying it (an allocation per message): it is for a
+// line logged at once, and an arrival's payload is never written to.
 func logPayload(p []byte, n int) (shown, encoding string) {
 	if utf8.Valid(p) {
 		if len(p) > n {
@@ -532,7 +559,7 @@ func logPayload(p []byte, n int) (shown, encoding string) {
 				p = p[:len(p)-1]
 			}
 		}
-		return string(p), "text"
+		return unsafe.String(unsafe.SliceData(p), len(p)), "text"
 	}
 	if len(p) > n {
 		p = p[:n]

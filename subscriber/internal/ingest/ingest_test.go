@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/logbuf"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/sqlite"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -153,13 +154,18 @@ func testWire(t *testing.T, i *Ingester, num int64, present bool) (*wire, *peer)
 
 type acks struct{ n atomic.Int32 }
 
+// ackFunc is an acknowledgement made by a function.
+type ackFunc func()
+
+func (f ackFunc) Ack() { f() }
+
 // arrival makes a QoS 1 arrival on w with its next seq.
 func (c *acks) arrival(w *wire, topic, payload string, packetID uint16, dup bool) *arrival {
 	return &arrival{
 		msg: store.Message{Topic: topic, Payload: []byte(payload), QoS: 1, ReceivedAt: time.Now(),
 			ClientID: "sub", PacketID: packetID},
 		dup: dup, wire: w, seq: w.seq.Add(1), hash: contentHash(topic, []byte(payload)),
-		ack: func() { c.n.Add(1) },
+		ack: ackFunc(func() { c.n.Add(1) }),
 	}
 }
 
@@ -248,7 +254,7 @@ func TestVerdicts(t *testing.T) {
 			w, _ := testWire(t, nil, cur, tt.present)
 			a := &arrival{msg: store.Message{Topic: "t", Payload: []byte(tt.payload), QoS: tt.qos, PacketID: 7},
 				dup: tt.dup, wire: w, seq: 1, hash: contentHash("t", []byte(tt.payload))}
-			j, err := l.view().judge(context.Background(), get, "sub", a)
+			j, err := l.view(1).judge(context.Background(), get, "sub", a)
 			if err != nil {
 				t.Fatalf("judge: %v", err)
 			}
@@ -551,10 +557,10 @@ func TestFinishedRecordsLeaveMemory(t *testing.T) {
 	i.ledger.acked[1] = int64(n)
 	i.unsaved[1], i.unsavedSince = int64(n), time.Now()
 	mustCommit(t, i, c.arrival(w1, "t", "last", uint16(n+1), false))
-	if got := len(i.ledger.ids); got > keepRecords+1 {
+	if got := i.ledger.ids.count(); got > keepRecords+1 {
 		t.Errorf("%d records in memory, want at most %d", got, keepRecords+1)
 	}
-	if _, ok := i.ledger.ids[1]; ok {
+	if i.ledger.ids[1] != nil {
 		t.Fatalf("the record of packet id 1 is still in memory")
 	}
 	// On the next connection: a redelivery with id 3 and its own
@@ -566,5 +572,71 @@ func TestFinishedRecordsLeaveMemory(t *testing.T) {
 	rows := stored(t, fs)
 	if string(rows[1].Payload) != "m-2" || rows[1].Duplicate || string(rows[0].Payload) != "m-0" || !rows[0].Duplicate {
 		t.Errorf("newest rows %+v, %+v; want m-2 not flagged, then m-0 flagged", rows[1], rows[0])
+	}
+}
+
+// fakeMessage is a PUBLISH as Paho hands it to the handler.
+type fakeMessage struct {
+	topic   string
+	payload []byte
+	id      uint16
+	ack     func()
+}
+
+func (m *fakeMessage) Duplicate() bool   { return false }
+func (m *fakeMessage) Qos() byte         { return 1 }
+func (m *fakeMessage) Retained() bool    { return false }
+func (m *fakeMessage) Topic() string     { return m.topic }
+func (m *fakeMessage) MessageID() uint16 { return m.id }
+func (m *fakeMessage) Payload() []byte   { return m.payload }
+func (m *fakeMessage) Ack()              { m.ack() }
+
+// eventLog records log lines and acknowledgements in the order they
+// happen.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (e *eventLog) add(s string) {
+	e.mu.Lock()
+	e.events = append(e.events, s)
+	e.mu.Unlock()
+}
+
+func (e *eventLog) Write(p []byte) (int, error) {
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(p), "\n"), "\n") {
+		e.add("line " + line[strings.Index(line, "topic="):])
+	}
+	return len(p), nil
+}
+
+// The arrival lines are held back, but each is out before its message is
+// acknowledged, in the order the messages came.
+func TestArrivalLinesLeaveBeforeTheAcks(t *testing.T) {
+	i, _, _ := newTestIngester(t)
+	var ev eventLog
+	out := logbuf.New(&ev)
+	i.arrivals = slog.New(slog.NewTextHandler(out.Held(), nil))
+	i.cfg.FlushArrivals = out.Flush
+	testWire(t, i, 1, true)
+	for k, topic := range []string{"a", "b", "c"} {
+		i.handle(nil, &fakeMessage{topic: topic, payload: []byte("x"), id: uint16(k + 1), ack: func() { ev.add("ack " + topic) }})
+	}
+	if len(ev.events) != 0 {
+		t.Fatalf("before the commit: %q, want nothing written yet", ev.events)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !i.commit(ctx, &batch{arrivals: i.collect(nil)}) {
+		t.Fatal("commit failed")
+	}
+	want := []string{"line topic=a", "line topic=b", "line topic=c", "ack a", "ack b", "ack c"}
+	var got []string
+	for _, e := range ev.events {
+		got = append(got, strings.Fields(e)[0]+" "+strings.Fields(e)[1])
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events %q, want %q", got, want)
 	}
 }

@@ -28,14 +28,37 @@ func (v verdict) String() string {
 
 // record is what the writer knows of the latest delivery of one packet id
 // in the broker session.
+//
+// A busy session holds one for each of the 65535 packet ids (see
+// remember): the fields are ordered, and the time is a duration rather
+// than a time.Time, so that a record takes 80 bytes, not 96.
 type record struct {
 	store.Delivery
-	live    bool     // it arrived in this process (else it was loaded)
-	ackSent bool     // its acknowledgement was handed to Paho
-	a       *arrival // the arrival itself, until its row is committed
+	a         *arrival      // the arrival itself, until its row is committed
+	openSince time.Duration // when it joined the ledger's open list (since clockStart)
+	live      bool          // it arrived in this process (else it was loaded)
+	ackSent   bool          // its acknowledgement was handed to Paho
+	matched   bool          // a redelivery under another packet id was taken for it
+}
 
-	openSince time.Time // when it joined the ledger's open list
-	matched   bool      // a redelivery under another packet id was taken for it
+// clockStart is what openSince counts from: the monotonic clock, not the
+// wall clock, which may jump.
+var clockStart = time.Now()
+
+// byID holds the latest record of each packet id: an array rather than a
+// map, as a busy session has a record for nearly every id (512 KiB; the
+// map took 2 MiB and more).
+type byID [1 << 16]*record
+
+// count returns how many packet ids have a record.
+func (b *byID) count() int {
+	n := 0
+	for _, r := range b {
+		if r != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // ledger is the writer's knowledge of the broker session: the latest
@@ -46,7 +69,7 @@ type ledger struct {
 	epoch     int64 // records of earlier connections are void
 	uncertain int64 // records of earlier connections may belong to a session the broker dropped
 	lastConn  int64 // the newest connection an arrival came on
-	ids       map[uint16]*record
+	ids       *byID
 	acked     map[int64]int64 // connection: highest seq whose acknowledgement the broker processed
 
 	// open lists, oldest first, the deliveries of this process stored in
@@ -74,7 +97,7 @@ const (
 // deliveries that may still come again unsettled are kept in memory (see
 // keepRecords); the others are read from the store when a redelivery asks.
 func newLedger(s store.Session) *ledger {
-	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: map[uint16]*record{}, acked: map[int64]int64{},
+	l := &ledger{epoch: s.Epoch, uncertain: s.Uncertain, ids: new(byID), acked: map[int64]int64{},
 		openBy: map[uint64][]*record{}}
 	for conn, seq := range s.Acked {
 		l.acked[conn] = seq
@@ -115,7 +138,7 @@ func (l *ledger) remember(recs []*record) {
 			if !l.finished(r) {
 				break
 			}
-			delete(l.ids, r.PacketID)
+			l.ids[r.PacketID] = nil
 		}
 		l.recent[k] = nil
 	}
@@ -148,8 +171,9 @@ type view struct {
 	matched map[*record]bool
 }
 
-func (l *ledger) view() *view {
-	return &view{l: l, ids: map[uint16]*record{}, acked: map[int64]int64{}, matched: map[*record]bool{}}
+// view starts the view of a batch of n arrivals.
+func (l *ledger) view(n int) *view {
+	return &view{l: l, ids: make(map[uint16]*record, n), acked: map[int64]int64{}, matched: map[*record]bool{}}
 }
 
 // settled reports whether r can no longer be taken for a redelivery under
@@ -157,19 +181,20 @@ func (l *ledger) view() *view {
 // Nothing else settles it: NATS, restarted, sends again even messages
 // whose acknowledgement (QoS 2: whose PUBCOMP) it had processed.
 func (l *ledger) settled(r *record, now time.Time) bool {
-	return r.matched || now.Sub(r.openSince) > openFor
+	return r.matched || now.Sub(clockStart)-r.openSince > openFor
 }
 
 // keepOpen adds the committed deliveries of this process to the open list
 // and drops the old ones from its head.
 func (l *ledger) keepOpen(recs []*record, now time.Time) {
+	since := now.Sub(clockStart)
 	for _, r := range recs {
-		r.openSince = now
+		r.openSince = since
 		l.open = append(l.open, r)
 		l.openBy[r.Hash] = append(l.openBy[r.Hash], r)
 	}
 	k := 0
-	for k < len(l.open) && (now.Sub(l.open[k].openSince) > openFor || len(l.open)-k > maxOpen) {
+	for k < len(l.open) && (since-l.open[k].openSince > openFor || len(l.open)-k > maxOpen) {
 		r := l.open[k]
 		if list := l.openBy[r.Hash]; len(list) > 0 && list[0] == r {
 			if len(list) == 1 {

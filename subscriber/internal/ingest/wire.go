@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // MQTT control packet types (the high nibble of the first byte).
@@ -36,6 +37,10 @@ const (
 //     barrier after it acknowledges a batch (barrier), and learns how far
 //     acknowledgements are confirmed (confirmed).
 //
+// It also writes the acknowledgements of one batch together (expect):
+// Paho writes each PUBACK with a write of its own, and a batch has
+// hundreds.
+//
 // Paho writes each packet with one Write call; the framing here does not
 // rely on it.
 type wire struct {
@@ -53,18 +58,24 @@ type wire struct {
 	in   framer // inbound, on Paho's reader goroutine only
 	pubs int64  // PUBLISH packets read, on Paho's reader goroutine only
 
-	mu      sync.Mutex
-	out     framer
-	held    map[uint16]int   // PUBCOMPs held back, by packet id
-	relSeq  map[uint16]int64 // the PUBLISHes read before each PUBREL
-	asked   []release        // releases not yet taken by the writer
-	acks    int64            // PUBACK and PUBREC packets written
-	pings   []int64          // acks written before each PINGREQ still unanswered
-	want    int64            // acks the writer wants confirmed
-	late    []byte           // packets to write at the next packet boundary
-	sent    []int64          // the seq of each acknowledgement the writer made, from offset on
-	offset  int64            // acknowledgements before sent[0]
-	confSeq int64            // the seq of the last confirmed acknowledgement
+	mu     sync.Mutex
+	out    framer
+	held   map[uint16]int   // PUBCOMPs held back, by packet id
+	relSeq map[uint16]int64 // the PUBLISHes read before each PUBREL
+	asked  []release        // releases not yet taken by the writer
+	acks   int64            // PUBACK and PUBREC packets written
+	pings  []int64          // acks written before each PINGREQ still unanswered
+	want   int64            // acks the writer wants confirmed
+	late   []byte           // packets to write at the next packet boundary
+	outBuf []byte           // what the next write(2) takes (emit, send)
+
+	// Acknowledgements of one batch leave together (expect).
+	expected  int64       // PUBACK and PUBREC packets the writer has handed to Paho
+	coalesced []byte      // acknowledgements written by Paho that wait for the rest of their batch
+	hold      *time.Timer // bounds their wait (maxHold)
+	sent      seqList     // the seq of each acknowledgement the writer made, from offset on
+	offset    int64       // acknowledgements before sent[0]
+	confSeq   int64       // the seq of the last confirmed acknowledgement
 }
 
 func newWire(nc net.Conn, num int64, onConnack func(*wire, byte, bool) error, wake func()) *wire {
@@ -133,37 +144,44 @@ func (w *wire) answered() {
 	w.pings = w.pings[1:]
 	// The writer records an acknowledgement just after handing it to
 	// Paho, which may write it first: only the recorded ones count.
-	k := min(n-w.offset, int64(len(w.sent)))
+	k := min(n-w.offset, w.sent.n)
 	moved := k > 0
 	if moved {
-		w.confSeq = w.sent[k-1]
-		w.sent = w.sent[k:]
+		w.confSeq = w.sent.drop(k)
 		w.offset += k
 	}
 	w.ping()
+	w.sendAside()
 	w.mu.Unlock()
 	if moved {
 		w.wake()
 	}
 }
 
-// Write passes Paho's packets on, but for PUBCOMPs, which it holds back.
+// Write passes Paho's packets on, but for PUBCOMPs, which it holds back
+// (see release), and acknowledgements that more of the same batch follow
+// (see expect): those wait for the last, and leave with it in one
+// write(2). Every other packet takes what waits with it, ahead of itself.
 func (w *wire) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []byte // nil while p goes out whole
-	kept, asked := 0, false
+	asked := false
 	for pos := 0; pos < len(p); {
 		k, end, err := w.out.next(p[pos:])
 		if err != nil {
 			w.broken.Store(true)
 			return 0, err
 		}
-		if w.out.kind() == typePubcomp {
-			out = append(out, p[kept:pos]...)
-			kept = pos + k
-		}
+		seg := p[pos : pos+k]
 		pos += k
+		switch w.out.kind() {
+		case typePubcomp:
+			// Held back: see release.
+		case typePuback, typePubrec:
+			w.coalesced = append(w.coalesced, seg...)
+		default:
+			w.emit(seg)
+		}
 		if !end {
 			continue
 		}
@@ -176,48 +194,115 @@ func (w *wire) Write(p []byte) (int, error) {
 			asked = true
 		case typePuback, typePubrec:
 			w.acks++
+			if w.acks >= w.expected {
+				w.emit(nil) // the last of its batch: all go now
+			} else if w.hold == nil {
+				w.hold = time.AfterFunc(maxHold, w.holdExpired)
+			} else {
+				w.hold.Reset(maxHold)
+			}
 		case typePingreq:
 			w.pings = append(w.pings, w.acks)
 		}
 	}
-	if kept == 0 {
-		out = p
-	} else {
-		out = append(out, p[kept:]...)
-	}
-	if len(out) > 0 {
-		if _, err := w.Conn.Write(out); err != nil {
-			w.broken.Store(true)
-			return 0, err
-		}
-	}
 	if w.out.between() && len(w.late) > 0 {
-		late := w.late
-		w.late = nil
-		w.writeLate(late)
+		w.emit(w.late)
+		w.late = w.late[:0]
 	}
 	w.ping()
+	err := w.send()
 	if asked {
 		w.wake()
+	}
+	if err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
 
-// writeLate writes b now if the stream is between packets, else after the
-// packet being written. Callers hold mu.
+// maxHold bounds how long an acknowledgement waits for the rest of its
+// batch. Paho hands each one to its writer goroutine as the writer
+// acknowledges it, so the last follows the first within a millisecond;
+// this only matters if one was dropped (Paho drops an acknowledgement
+// made while its connection goes down).
+const maxHold = 20 * time.Millisecond
+
+// holdExpired writes out acknowledgements that waited maxHold.
+func (w *wire) holdExpired() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.coalesced) == 0 || w.broken.Load() {
+		return
+	}
+	// The batch is taken as complete: what is held goes now, and the rest
+	// of it, if it comes, goes as it comes.
+	w.expected = w.acks
+	if !w.out.between() {
+		// Paho is amid an acknowledgement (only one can be under way
+		// while others are held): the Write that ends it takes them all.
+		return
+	}
+	w.emit(nil)
+	w.sendAside()
+}
+
+// expect tells that n acknowledgements are being handed to Paho for this
+// connection, one batch: each waits for the last, so that they leave in
+// one write(2) instead of one each.
+func (w *wire) expect(n int) {
+	w.mu.Lock()
+	w.expected = max(w.expected, w.acks) + int64(n)
+	w.mu.Unlock()
+}
+
+// emit queues b for the next send, after the acknowledgements that wait:
+// they go out first. Callers hold mu.
+func (w *wire) emit(b []byte) {
+	w.outBuf = append(w.outBuf, w.coalesced...)
+	w.coalesced = w.coalesced[:0]
+	w.outBuf = append(w.outBuf, b...)
+}
+
+// send writes what emit queued, in one write(2). Callers hold mu.
+func (w *wire) send() error {
+	if len(w.outBuf) == 0 {
+		return nil
+	}
+	_, err := w.Conn.Write(w.outBuf)
+	if cap(w.outBuf) > 64<<10 {
+		w.outBuf = nil // a large packet's buffer is not kept
+	} else {
+		w.outBuf = w.outBuf[:0]
+	}
+	if err != nil {
+		w.broken.Store(true)
+	}
+	return err
+}
+
+// sendAside sends what emit queued, from outside Paho's own writes (the
+// writer's barrier and releases, the reader's PINGRESP, the hold's
+// timer). A failed write closes the connection: Paho's reader then fails
+// and Paho reconnects, as after a failed write of its own. Callers hold mu.
+func (w *wire) sendAside() {
+	if w.send() != nil {
+		w.Conn.Close() // its error would add nothing to the write's
+	}
+}
+
+// writeLate queues b for the next send if the stream is between packets,
+// else for after the packet being written. Callers hold mu and send.
 func (w *wire) writeLate(b []byte) {
 	if !w.out.between() {
 		w.late = append(w.late, b...)
 		return
 	}
-	if _, err := w.Conn.Write(b); err != nil {
-		w.broken.Store(true)
-	}
+	w.emit(b)
 }
 
-// ping writes a PINGREQ when the writer wants acknowledgements confirmed
+// ping queues a PINGREQ when the writer wants acknowledgements confirmed
 // that are written and not yet covered by an unanswered PINGREQ. Callers
-// hold mu.
+// hold mu and send.
 func (w *wire) ping() {
 	if w.want <= w.offset || w.acks < w.want || len(w.pings) > 0 && w.pings[len(w.pings)-1] >= w.want {
 		return
@@ -229,15 +314,16 @@ func (w *wire) ping() {
 // acked records that the writer acknowledged the arrival seq (in order).
 func (w *wire) acked(seq int64) {
 	w.mu.Lock()
-	w.sent = append(w.sent, seq)
+	w.sent.push(seq)
 	w.mu.Unlock()
 }
 
 // barrier asks for every acknowledgement made so far to be confirmed.
 func (w *wire) barrier() {
 	w.mu.Lock()
-	w.want = w.offset + int64(len(w.sent))
+	w.want = w.offset + w.sent.n
 	w.ping()
+	w.sendAside()
 	w.mu.Unlock()
 }
 
@@ -279,6 +365,7 @@ func (w *wire) release(ids []uint16) {
 		}
 		delete(w.held, id)
 	}
+	w.sendAside()
 }
 
 // closed reports whether the connection is closed or failed: an
@@ -287,6 +374,11 @@ func (w *wire) closed() bool { return w.broken.Load() }
 
 func (w *wire) Close() error {
 	w.broken.Store(true)
+	w.mu.Lock()
+	if w.hold != nil {
+		w.hold.Stop()
+	}
+	w.mu.Unlock()
 	err := w.Conn.Close()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -354,3 +446,44 @@ func (f *framer) kind() byte { return f.header >> 4 }
 
 // between reports whether the stream is between two packets.
 func (f *framer) between() bool { return f.state == 0 }
+
+// seqList is a list of increasing numbers kept as runs of consecutive
+// ones: the seqs of a connection's acknowledgements, which are mostly
+// consecutive, and of which tens of thousands may wait for the broker's
+// confirmation during a backlog (its PINGRESP comes after the PUBLISH
+// packets it has already queued).
+type seqList struct {
+	runs []seqRun
+	n    int64 // how many numbers
+}
+
+type seqRun struct{ first, count int64 }
+
+func (l *seqList) push(seq int64) {
+	if k := len(l.runs) - 1; k >= 0 && l.runs[k].first+l.runs[k].count == seq {
+		l.runs[k].count++
+	} else {
+		l.runs = append(l.runs, seqRun{first: seq, count: 1})
+	}
+	l.n++
+}
+
+// drop removes the first k numbers (0 < k <= n) and returns the last of
+// them.
+func (l *seqList) drop(k int64) int64 {
+	l.n -= k
+	for {
+		r := &l.runs[0]
+		if k < r.count {
+			r.first += k
+			r.count -= k
+			return r.first - 1
+		}
+		k -= r.count
+		last := r.first + r.count - 1
+		l.runs = l.runs[1:]
+		if k == 0 {
+			return last
+		}
+	}
+}

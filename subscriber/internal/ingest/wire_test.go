@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // packets frames stream whole, the reference for framing it in pieces.
@@ -116,5 +120,95 @@ func mustWrite(t *testing.T, w *wire, b []byte) {
 	t.Helper()
 	if n, err := w.Write(b); err != nil || n != len(b) {
 		t.Fatalf("write % x: %d, %v", b, n, err)
+	}
+}
+
+// writesConn is a connection that records each write(2) it is given.
+type writesConn struct {
+	net.Conn // nil: only Write and Close are used
+	mu       sync.Mutex
+	writes   [][]byte
+}
+
+func (c *writesConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+func (c *writesConn) Close() error { return nil }
+
+func (c *writesConn) got() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	for _, w := range c.writes {
+		parts = append(parts, fmt.Sprintf("% x", w))
+	}
+	return strings.Join(parts, " | ")
+}
+
+// The acknowledgements of a batch leave in one write(2), with the PINGREQ
+// that confirms them; any other packet takes waiting ones along, ahead of
+// itself; and one that Paho never writes holds the others up no longer
+// than maxHold.
+func TestWireCoalescesAcknowledgements(t *testing.T) {
+	puback := func(id byte) []byte { return []byte{0x40, 2, 0, id} }
+	tests := []struct {
+		name   string
+		expect int
+		writes [][]byte
+		then   func(w *wire)
+		want   string // the write(2) calls, " | " between them
+	}{
+		{"a batch of three, then its barrier", 3, [][]byte{puback(1), puback(2), puback(3)},
+			func(w *wire) { w.acked(1); w.acked(2); w.acked(3); w.barrier() },
+			"40 02 00 01 40 02 00 02 40 02 00 03 | c0 00"},
+		{"Paho's PINGREQ takes the waiting ones along", 3, [][]byte{puback(1), {0xc0, 0}},
+			nil, "40 02 00 01 c0 00"},
+		{"a PUBLISH too", 2, [][]byte{puback(1), {0x30, 3, 0, 1, 't'}, puback(2)},
+			nil, "40 02 00 01 30 03 00 01 74 | 40 02 00 02"},
+		{"an acknowledgement without expect goes at once", 0, [][]byte{puback(1), puback(2)},
+			nil, "40 02 00 01 | 40 02 00 02"},
+		{"one never written", 3, [][]byte{puback(1), puback(2)},
+			func(*wire) { time.Sleep(3 * maxHold) }, "40 02 00 01 40 02 00 02"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &writesConn{}
+			w := newWire(c, 1, nil, func() {})
+			if tt.expect > 0 {
+				w.expect(tt.expect)
+			}
+			for _, b := range tt.writes {
+				mustWrite(t, w, b)
+			}
+			if tt.then != nil {
+				tt.then(w)
+			}
+			if got := c.got(); got != tt.want {
+				t.Errorf("writes %s\nwant   %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSeqList(t *testing.T) {
+	var l seqList
+	var ref []int64
+	for _, seq := range []int64{1, 2, 3, 5, 6, 9, 10, 11, 12, 20} {
+		l.push(seq)
+		ref = append(ref, seq)
+	}
+	if got := len(l.runs); got != 4 {
+		t.Errorf("%d runs, want 4", got)
+	}
+	for _, k := range []int64{2, 1, 3, 1, 2, 1} {
+		got, want := l.drop(k), ref[k-1]
+		ref = ref[k:]
+		if got != want || l.n != int64(len(ref)) {
+			t.Fatalf("drop(%d) = %d with %d left, want %d with %d", k, got, l.n, want, len(ref))
+		}
 	}
 }

@@ -54,7 +54,9 @@ func (i *Ingester) write(ctx context.Context) *batch {
 		case <-ctx.Done():
 			return nil
 		case a := <-i.queue:
-			b.arrivals = i.collect([]*arrival{a})
+			arrivals := make([]*arrival, 1, min(i.cfg.MaxBatch, len(i.queue)+1))
+			arrivals[0] = a
+			b.arrivals = i.collect(arrivals)
 		case <-i.wakeup:
 		case <-flush:
 		}
@@ -145,6 +147,9 @@ func (i *Ingester) commit(ctx context.Context, b *batch) bool {
 		}
 		i.m.StoreErrors.Inc()
 		i.storeErr.Store(&err)
+		// The lines of what waits are out, although nothing is
+		// acknowledged.
+		i.flushArrivals()
 		i.log.Warn("commit failed; messages stay unacknowledged and are retried",
 			"messages", len(b.arrivals), "retry_in", backoff, "err", err)
 		select {
@@ -230,7 +235,7 @@ func newKey() (int64, error) {
 // It changes nothing but b (and facts the ledger learns for good, such as
 // a new broker session), so that an attempt that fails can be made again.
 func (i *Ingester) prepare(ctx context.Context, b *batch) error {
-	b.view = i.ledger.view()
+	b.view = i.ledger.view(len(b.arrivals))
 	b.judged = make([]judgement, len(b.arrivals))
 	b.rows = make([]store.Message, 0, len(b.arrivals))
 	for k, a := range b.arrivals {
@@ -255,8 +260,9 @@ func (i *Ingester) prepare(ctx context.Context, b *batch) error {
 // commitOf is the store.Commit of b: its rows and the session records that
 // go with them.
 func (i *Ingester) commitOf(b *batch) *store.Commit {
-	c := &store.Commit{Messages: b.rows, ClientID: i.cfg.ClientID, Released: b.released()}
-	last := map[uint16]int{} // packet id: index in c.Deliveries
+	c := &store.Commit{Messages: b.rows, ClientID: i.cfg.ClientID, Released: b.released(),
+		Deliveries: make([]store.CommitDelivery, 0, len(b.judged))}
+	last := make(map[uint16]int, len(b.judged)) // packet id: index in c.Deliveries
 	add := func(r *record) {
 		d := store.CommitDelivery{Delivery: r.Delivery, Message: -1}
 		if r.a != nil {
@@ -272,7 +278,7 @@ func (i *Ingester) commitOf(b *batch) *store.Commit {
 	if i.resetStore.Load() {
 		// The store starts again from nothing: all the ledger knows.
 		for _, r := range i.ledger.ids {
-			if r.Conn >= i.ledger.epoch {
+			if r != nil && r.Conn >= i.ledger.epoch {
 				add(r)
 			}
 		}
@@ -323,7 +329,7 @@ func (i *Ingester) done(b *batch) {
 	}
 	if b.view != nil {
 		b.view.apply()
-		var stored, recs []*record
+		stored, recs := make([]*record, 0, len(b.judged)), make([]*record, 0, len(b.judged))
 		for _, j := range b.judged {
 			if j.rec != nil {
 				recs = append(recs, j.rec)
@@ -344,8 +350,19 @@ func (i *Ingester) done(b *batch) {
 		w.release(ids)
 	}
 
+	// Every arrival's line is out before any acknowledgement.
+	i.flushArrivals()
 	var dropped, dups int
-	acked := map[*wire]bool{}
+	acked := map[*wire]int{}
+	for _, a := range b.arrivals {
+		if a.msg.QoS > 0 && !a.wire.closed() {
+			acked[a.wire]++
+		}
+	}
+	for w, n := range acked {
+		// They leave in one write(2) once Paho has written the last.
+		w.expect(n)
+	}
 	debug := i.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, a := range b.arrivals {
 		j := b.judged[k]
@@ -369,9 +386,8 @@ func (i *Ingester) done(b *batch) {
 			continue
 		}
 		j.rec.ackSent = true
-		a.ack()
+		a.ack.Ack()
 		a.wire.acked(a.seq)
-		acked[a.wire] = true
 	}
 	for w := range acked {
 		w.barrier()
@@ -412,6 +428,7 @@ func (i *Ingester) shutdown(pending *batch) error {
 			break
 		}
 	}
+	i.flushArrivals() // of arrivals refused or left uncommitted
 	if i.client.IsConnectionOpen() {
 		if err := i.publishStatus("offline", 2*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))

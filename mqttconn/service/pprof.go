@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"net/http/pprof"
 	"runtime"
 	"time"
-
-	"github.com/telemetry-stack/mqtt-stack/mqttconn/service"
 )
 
 // newPprofServer serves net/http/pprof for PPROF_ADDR, on its own listener
@@ -38,7 +36,7 @@ func newPprofServer(log *slog.Logger) *http.Server {
 // listenPprof listens on PPROF_ADDR and returns the task that serves
 // net/http/pprof there until the service stops; a profile being taken is
 // then cut off: it is no request of the API's.
-func listenPprof(log *slog.Logger, addr string) (service.Task, error) {
+func listenPprof(log *slog.Logger, addr string) (Task, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on PPROF_ADDR %s: %w", addr, err)
