@@ -82,8 +82,18 @@ type handles struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Option changes how Open opens the file, not what it stores.
+type Option func(*url.Values)
+
+// CacheSize gives each connection a page cache of kib KiB instead of
+// SQLite's 2 MiB: for a bulk load, whose inserts into the (topic, id) index
+// touch more pages than the default cache holds.
+func CacheSize(kib int) Option {
+	return func(q *url.Values) { q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -kib)) }
+}
+
 // Open opens or creates the database file at path and migrates its schema.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err := register(); err != nil {
 		return nil, fmt.Errorf("register sql functions: %w", err)
 	}
@@ -100,6 +110,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
+	for _, o := range opts {
+		o(&q)
+	}
 	s := &Store{path: path, dsn: path + "?" + q.Encode()}
 	h, err := s.open(ctx)
 	if err != nil {
