@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// peerPrefix is where the peers' queue is published.
+const peerPrefix = "bench/peer"
+
+// contender is one consumer of the peers' queue.
+type contender struct {
+	name string
+	rate float64 // msg/s
+	rss  float64 // peak bytes
+	err  error
+}
+
+// peers: one queue of JSON messages (Telegraf's parser reads JSON) built
+// up for four offline sessions, drained in turn by the subscriber into
+// SQLite, Telegraf into SQLite, the subscriber into PostgreSQL and Telegraf
+// into PostgreSQL, each storing every message before it acknowledges it.
+func (b *bench) peers(ctx context.Context) (err error) {
+	n := b.cfg.Ingest
+	bin, cached, terr := telegrafBinary(ctx)
+	switch {
+	case terr != nil:
+		b.note("peers: Telegraf could not be built, the subscriber is measured alone: %v", terr)
+		bin = ""
+	case !cached:
+		b.logf("built Telegraf %s into the cache", telegrafVersion)
+	}
+	var pgSub, pgTelegraf string
+	if b.cfg.Postgres != "" {
+		for _, db := range []struct {
+			url    *string
+			prefix string
+		}{{&pgSub, "bench_subscriber"}, {&pgTelegraf, "bench_telegraf"}} {
+			u, drop, err := createDatabase(ctx, b.cfg.Postgres, db.prefix)
+			if err != nil {
+				b.note("peers: no PostgreSQL figures: %v", err)
+				pgSub, pgTelegraf = "", ""
+				break
+			}
+			*db.url = u
+			defer func() { err = errors.Join(err, drop()) }()
+		}
+	}
+
+	type subscriberRun struct {
+		name, url, clientID string
+		proc                *Proc
+	}
+	subs := []*subscriberRun{{name: "subscriber-peer-sqlite", url: "sqlite:" + filepath.Join(b.dir, "peer.db"), clientID: "bench-peer-sqlite"}}
+	if pgSub != "" {
+		subs = append(subs, &subscriberRun{name: "subscriber-peer-postgres", url: pgSub, clientID: "bench-peer-postgres"})
+	}
+	// A first start creates each subscriber's session and subscriptions.
+	for _, s := range subs {
+		p, err := b.startSubscriberOn(ctx, s.name, s.url, s.clientID, peerPrefix+"/#")
+		if err != nil {
+			return err
+		}
+		b.stop(p)
+		s.proc = p
+	}
+	const telegrafSQLiteID, telegrafPostgresID = "bench-telegraf-sqlite", "bench-telegraf-postgres"
+	if bin != "" {
+		ids := []string{telegrafSQLiteID}
+		if pgTelegraf != "" {
+			ids = append(ids, telegrafPostgresID)
+		}
+		for _, id := range ids {
+			if err := makeSession(b.broker.URL(), id, peerPrefix+"/#"); err != nil {
+				return fmt.Errorf("session of %s: %w", id, err)
+			}
+		}
+	}
+	t := time.Now()
+	if err := fillQueue(ctx, b.broker.URL(), peerPrefix, n, jsonSample); err != nil {
+		return err
+	}
+	b.logf("queued %d QoS 1 messages (JSON payloads) for the peers in %s", n, time.Since(t).Round(100*time.Millisecond))
+
+	drainSubscriber := func(s *subscriberRun) contender {
+		c := contender{name: s.name}
+		start := time.Now()
+		if c.err = s.proc.Restart(ctx); c.err != nil {
+			return c
+		}
+		defer b.stop(s.proc)
+		stored, elapsed, _, err := waitStored(ctx, s.proc, n, b.cfg.IngestLimit, start)
+		if c.rss, c.err = s.proc.PeakRSS(); c.err != nil {
+			return c
+		}
+		if c.err = err; err == nil && stored < n {
+			c.err = fmt.Errorf("stored %d of %d messages within %s", stored, n, b.cfg.IngestLimit)
+		}
+		c.rate = rate(stored, elapsed)
+		return c
+	}
+	drainTelegraf := func(name, config string, rows rowCounter, err error) contender {
+		c := contender{name: name, err: err}
+		if err != nil {
+			return c
+		}
+		defer rows.Close()
+		c.rate, c.rss, c.err = b.runTelegraf(ctx, bin, name, config, rows, n, b.cfg.IngestLimit)
+		return c
+	}
+
+	results := map[string]contender{}
+	results["subscriber sqlite"] = drainSubscriber(subs[0])
+	if bin != "" {
+		path := filepath.Join(b.dir, "telegraf.db")
+		rows, err := openSQLiteRows(path)
+		results["telegraf sqlite"] = drainTelegraf("telegraf-sqlite",
+			telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path)), rows, err)
+	}
+	if pgSub != "" {
+		results["subscriber postgres"] = drainSubscriber(subs[1])
+		if bin != "" {
+			rows, err := openPostgresRows(ctx, pgTelegraf)
+			results["telegraf postgres"] = drainTelegraf("telegraf-postgres",
+				telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf)), rows, err)
+		}
+	}
+	for _, k := range []string{"subscriber sqlite", "telegraf sqlite", "subscriber postgres", "telegraf postgres"} {
+		c, ok := results[k]
+		switch {
+		case !ok:
+		case c.err != nil:
+			b.note("peers: %s: %v", k, c.err)
+		default:
+			b.logf("%-22s %9.0f msg/s  peak RSS %.1f MiB", k, c.rate, c.rss/(1<<20))
+		}
+	}
+
+	// Each figure against its Telegraf; without one, the figure informs.
+	figure := func(name, sub, peer string, value func(contender) float64) {
+		s, ok := results[sub]
+		if !ok {
+			return
+		}
+		if s.err != nil {
+			b.failure(name, s.err)
+			return
+		}
+		if p, ok := results[peer]; ok && p.err == nil {
+			b.figure(name, value(s), ptr(value(p)))
+			return
+		}
+		b.figs = append(b.figs, measured(name, unitOf(name), value(s), nil, Target{}))
+	}
+	msgs := func(c contender) float64 { return c.rate }
+	mib := func(c contender) float64 { return c.rss / (1 << 20) }
+	figure(figPeerSQLite, "subscriber sqlite", "telegraf sqlite", msgs)
+	figure(figPeerPostgres, "subscriber postgres", "telegraf postgres", msgs)
+	figure(figPeerRSSSQLite, "subscriber sqlite", "telegraf sqlite", mib)
+	figure(figPeerRSSPostgres, "subscriber postgres", "telegraf postgres", mib)
+	b.note("peers: %d queued QoS 1 JSON messages (%s), drained in turn by each contender from its own persistent session; "+
+		"Telegraf %s with flush_interval 100ms, metric_batch_size 1000, max_undelivered_messages 2000; msg/s from each process's start to its n-th stored row",
+		n, `{"seq":N,"value":21.5}`, telegrafVersion)
+	return nil
+}
+
+// unitOf is the unit of figure name.
+func unitOf(name string) string {
+	for _, s := range specs {
+		if s.name == name {
+			return s.unit
+		}
+	}
+	return ""
+}

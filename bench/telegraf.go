@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The peer the issue compares the subscriber with, built from the Go
+// module proxy with only the plugins it needs, once, into the user's cache.
+const (
+	telegrafVersion = "v1.37.2"
+	telegrafTags    = "custom,inputs.mqtt_consumer,outputs.postgresql,outputs.sql,parsers.json"
+	telegrafTable   = "mqtt_consumer" // the measurement, and so the table
+)
+
+// telegrafBinary returns the cached Telegraf, building it first if need be
+// (about 90 s with the modules downloaded, several minutes without).
+func telegrafBinary(ctx context.Context) (string, bool, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", false, fmt.Errorf("cache directory: %w", err)
+	}
+	dir := filepath.Join(cache, "mqtt-stack-bench", "telegraf-"+telegrafVersion)
+	bin := filepath.Join(dir, "telegraf")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, true, nil
+	}
+	cmd := exec.CommandContext(ctx, "go", "install", "-tags", telegrafTags,
+		"github.com/influxdata/telegraf/cmd/telegraf@"+telegrafVersion)
+	cmd.Dir = os.TempDir() // outside this repository's modules
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", false, fmt.Errorf("build telegraf %s: %w: %s", telegrafVersion, err, lastLines(out, 5))
+	}
+	return bin, false, nil
+}
+
+// telegrafConfig is Telegraf resuming the persistent session clientID on
+// filter, as tuned in the issue: it acknowledges a message only once its
+// output has written it, flushes every 100 ms in batches of 1000, with up
+// to 2000 messages unacknowledged. output is the [[outputs.*]] table.
+func telegrafConfig(brokerURL, clientID, filter, output string) string {
+	return fmt.Sprintf(`[agent]
+  interval = "10s"
+  flush_interval = "100ms"
+  flush_jitter = "0s"
+  metric_batch_size = 1000
+  metric_buffer_limit = 100000
+  omit_hostname = true
+  quiet = true
+
+[[inputs.mqtt_consumer]]
+  servers = [%q]
+  topics = [%q]
+  qos = 1
+  client_id = %q
+  persistent_session = true
+  max_undelivered_messages = 2000
+  data_format = "json"
+
+%s
+`, brokerURL, filter, clientID, output)
+}
+
+// telegrafSQLite is outputs.sql into the SQLite file path, a transaction
+// per batch.
+func telegrafSQLite(path string) string {
+	return fmt.Sprintf(`[[outputs.sql]]
+  driver = "sqlite"
+  data_source_name = %q
+  batch_transactions = true
+`, path)
+}
+
+// telegrafPostgres is outputs.postgresql (COPY) into the database at url.
+func telegrafPostgres(url string) string {
+	return fmt.Sprintf(`[[outputs.postgresql]]
+  connection = %q
+`, url)
+}
+
+// rowCounter reads how many rows Telegraf has written so far.
+type rowCounter interface {
+	Count(ctx context.Context) (int, error)
+	Close() error
+}
+
+// sqliteRows counts by the largest rowid: an index lookup, where count(*)
+// would scan the table while holding a lock Telegraf's next commit waits
+// for (its file has a rollback journal).
+type sqliteRows struct{ db *sql.DB }
+
+func openSQLiteRows(path string) (*sqliteRows, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(1000)")
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return &sqliteRows{db}, nil
+}
+
+func (r *sqliteRows) Count(ctx context.Context) (int, error) {
+	var n sql.NullInt64
+	err := r.db.QueryRowContext(ctx, "SELECT max(rowid) FROM "+telegrafTable).Scan(&n)
+	if err != nil && (strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "unable to open")) {
+		return 0, nil // nothing written yet
+	}
+	return int(n.Int64), err
+}
+
+func (r *sqliteRows) Close() error { return r.db.Close() }
+
+type postgresRows struct{ conn *pgx.Conn }
+
+func openPostgresRows(ctx context.Context, url string) (*postgresRows, error) {
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &postgresRows{c}, nil
+}
+
+func (r *postgresRows) Count(ctx context.Context) (int, error) {
+	var n int
+	err := r.conn.QueryRow(ctx, "SELECT count(*) FROM "+telegrafTable).Scan(&n)
+	if err != nil && strings.Contains(err.Error(), "does not exist") {
+		return 0, nil
+	}
+	return n, err
+}
+
+func (r *postgresRows) Close() error { return r.conn.Close(context.Background()) }
+
+// runTelegraf starts Telegraf with config, waits until rows shows n rows
+// or limit passes, and returns messages per second from its start to the
+// poll that saw the n-th row, and its peak RSS in bytes.
+func (b *bench) runTelegraf(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration) (float64, float64, error) {
+	path := filepath.Join(b.dir, name+".conf")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		return 0, 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	start := time.Now()
+	p, err := startCommand(name, bin, []string{"--config", path}, b.dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if err := p.Stop(); err != nil {
+			b.logf("%v", err)
+		}
+	}()
+	var got int
+	var at time.Time
+	for deadline := start.Add(limit); time.Now().Before(deadline) && ctx.Err() == nil; {
+		if p.Exited() {
+			return 0, 0, fmt.Errorf("%s exited; log: %s", name, p.LogTail())
+		}
+		c, err := rows.Count(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: count rows: %w", name, err)
+		}
+		if c > got {
+			got, at = c, time.Now()
+		}
+		if got >= n {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rss, err := p.PeakRSS()
+	if err != nil {
+		return 0, 0, err
+	}
+	if got < n {
+		return 0, rss, errors.Join(ctx.Err(), fmt.Errorf("%s wrote %d of %d rows within %s; log: %s", name, got, n, limit, p.LogTail()))
+	}
+	return rate(n, at.Sub(start)), rss, nil
+}
