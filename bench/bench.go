@@ -38,6 +38,9 @@ const (
 	figSeries99        = "GET /series 1 topic, 1 day by 1m p99"
 	figTopics50        = "GET /topics 10,000 topics p50"
 	figTopics99        = "GET /topics 10,000 topics p99"
+	figLarge50         = "GET /messages a/+/c p50, large store"
+	figLarge99         = "GET /messages a/+/c p99, large store"
+	figLargeIngest     = "subscriber ingest into the large store"
 	subscriberID       = "bench-subscriber"
 )
 
@@ -66,6 +69,9 @@ var specs = []struct {
 	{figSeries99, "ms", Target{}},
 	{figTopics50, "ms", Target{below, 200}},
 	{figTopics99, "ms", Target{}},
+	{figLarge50, "ms", Target{below, 5}},
+	{figLarge99, "ms", Target{}},
+	{figLargeIngest, "msg/s", Target{atLeastRatio, 0.8}},
 }
 
 // figure records a measured figure, judged against its target.
@@ -167,6 +173,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		{"peers", b.peers, []string{figPeerSQLite, figPeerPostgres, figPeerRSSSQLite, figPeerRSSPostgres}},
 		{"e2e", b.endToEnd, []string{figE2E50, figE2E99}},
 		{"query", b.query, []string{figQuery50, figQuery99, figBackfill, figSeries50, figSeries99, figTopics50, figTopics99}},
+		{"large", b.large, []string{figLarge50, figLarge99, figLargeIngest}},
 	}
 	for _, s := range steps {
 		if !cfg.Only[s.name] || ctx.Err() != nil {
@@ -207,6 +214,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 			"e2e_rate": strconv.Itoa(cfg.E2ERate), "e2e_duration": cfg.E2EDuration.String(),
 			"rows": strconv.Itoa(cfg.Rows), "query_duration": cfg.QueryDuration.String(),
 			"max_inflight_messages": strconv.Itoa(cfg.MaxInflight), "max_queued_messages": strconv.Itoa(cfg.MaxQueued),
+			"large_rows": strconv.Itoa(cfg.LargeRows),
 		},
 		Figures: b.figs,
 		Notes:   b.notes,
