@@ -160,10 +160,9 @@ func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []
 		return nil
 	}
 	// The names of the topics are added with their counts (queueTopics),
-	// under this lock.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, topicsLock); err != nil {
-		return err
-	}
+	// under this lock, taken in the same round trip as the first insert.
+	var b pgx.Batch
+	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
 	n := min(len(msgs), insertChunk)
 	var (
 		topics, clients = make([]string, 0, n), make([]string, 0, n)
@@ -187,22 +186,21 @@ func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []
 			retained, dup, at = append(retained, m.Retained), append(dup, m.Duplicate), append(at, m.ReceivedAt)
 			clients, packets, keys = append(clients, m.ClientID), append(packets, int32(m.PacketID)), append(keys, m.BatchKey)
 		}
-		rows, err := tx.Query(ctx, insertRows, topics, payloads, qos, retained, dup, at, clients, packets, keys)
-		if err != nil {
-			return err
-		}
 		got := ids[from:from]
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
+		b.Queue(insertRows, topics, payloads, qos, retained, dup, at, clients, packets, keys).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				got = append(got, id)
 			}
-			got = append(got, id)
-		}
-		if err := rows.Err(); err != nil {
+			return rows.Err()
+		})
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return err
 		}
+		b = pgx.Batch{}
 		if len(got) != len(chunk) {
 			return fmt.Errorf("insert of %d rows returned %d ids", len(chunk), len(got))
 		}
