@@ -150,6 +150,9 @@ func (b *bench) large(ctx context.Context) error {
 	stop := b.profile(big, "large-query")
 	lat, err := queryLatency(ctx, big.URL(), b.cfg.QueryDuration, b.cfg.Queries)
 	stop()
+	if rss, err := big.PeakRSS(); err == nil {
+		b.note("large: %s peak RSS %.1f MiB while queried", big.Name, rss/(1<<20))
+	}
 	b.stop(big)
 	if err != nil {
 		return err
@@ -176,6 +179,9 @@ func (b *bench) large(ctx context.Context) error {
 		stored, elapsed, _, err := waitStored(ctx, p, n, b.cfg.IngestLimit, start)
 		if err != nil {
 			return 0, err
+		}
+		if rss, err := p.PeakRSS(); err == nil {
+			b.note("large: %s peak RSS %.1f MiB", p.Name, rss/(1<<20))
 		}
 		if stored < n {
 			return 0, fmt.Errorf("%s stored %d of %d messages within %s", p.Name, stored, n, b.cfg.IngestLimit)
