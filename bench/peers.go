@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -13,10 +14,29 @@ const peerPrefix = "bench/peer"
 
 // contender is one consumer of the peers' queue.
 type contender struct {
-	name string
-	rate float64 // msg/s
-	rss  float64 // peak bytes
-	err  error
+	name   string
+	rate   float64       // msg/s
+	rss    float64       // peak bytes
+	cpu    time.Duration // of its own process
+	server time.Duration // of the PostgreSQL processes serving it; -1 unknown
+	err    error
+}
+
+// cpuUsed reads the CPU time p has used and, with pgURL, that of the
+// PostgreSQL processes serving its database (-1 where unknown).
+func (b *bench) cpuUsed(ctx context.Context, p *Proc, pgURL string) (own, server time.Duration) {
+	own, server = -1, -1
+	if d, err := procCPU(p.Pid()); err == nil {
+		own = d
+	}
+	if pgURL != "" {
+		if d, err := backendCPU(ctx, pgURL); err == nil {
+			server = d
+		} else {
+			b.logf("%s: %v", p.Name, err)
+		}
+	}
+	return own, server
 }
 
 // peers: one queue of JSON messages (Telegraf's parser reads JSON) built
@@ -93,6 +113,11 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		}
 		defer b.stop(s.proc)
 		stored, elapsed, _, err := waitStored(ctx, s.proc, n, b.cfg.IngestLimit, start)
+		pgURL := ""
+		if !strings.HasPrefix(s.url, "sqlite:") {
+			pgURL = s.url
+		}
+		c.cpu, c.server = b.cpuUsed(ctx, s.proc, pgURL)
 		if c.rss, c.err = s.proc.PeakRSS(); c.err != nil {
 			return c
 		}
@@ -102,14 +127,12 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		c.rate = rate(stored, elapsed)
 		return c
 	}
-	drainTelegraf := func(name, config string, rows rowCounter, err error) contender {
-		c := contender{name: name, err: err}
+	drainTelegraf := func(name, config string, rows rowCounter, err error, pgURL string) contender {
 		if err != nil {
-			return c
+			return contender{name: name, err: err}
 		}
 		defer rows.Close()
-		c.rate, c.rss, c.err = b.runTelegraf(ctx, bin, name, config, rows, n, b.cfg.IngestLimit)
-		return c
+		return b.runTelegraf(ctx, bin, name, config, rows, n, b.cfg.IngestLimit, pgURL)
 	}
 
 	results := map[string]contender{}
@@ -118,14 +141,14 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		path := filepath.Join(b.dir, "telegraf.db")
 		rows, err := openSQLiteRows(path)
 		results["telegraf sqlite"] = drainTelegraf("telegraf-sqlite",
-			telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path)), rows, err)
+			telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path)), rows, err, "")
 	}
 	if pgSub != "" {
 		results["subscriber postgres"] = drainSubscriber(subs[1])
 		if bin != "" {
 			rows, err := openPostgresRows(ctx, pgTelegraf)
 			results["telegraf postgres"] = drainTelegraf("telegraf-postgres",
-				telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf)), rows, err)
+				telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf)), rows, err, pgTelegraf)
 		}
 	}
 	for _, k := range []string{"subscriber sqlite", "telegraf sqlite", "subscriber postgres", "telegraf postgres"} {
@@ -136,6 +159,11 @@ func (b *bench) peers(ctx context.Context) (err error) {
 			b.note("peers: %s: %v", k, c.err)
 		default:
 			b.logf("%-22s %9.0f msg/s  peak RSS %.1f MiB", k, c.rate, c.rss/(1<<20))
+			cpu := fmt.Sprintf("peers: %s: CPU µs per message: own %.1f", k, perMessage(c.cpu, n))
+			if c.server >= 0 {
+				cpu += fmt.Sprintf(", PostgreSQL %.1f", perMessage(c.server, n))
+			}
+			b.note("%s", cpu)
 		}
 	}
 
@@ -165,6 +193,14 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		"Telegraf %s with flush_interval 100ms, metric_batch_size 1000, max_undelivered_messages 2000; msg/s from each process's start to its n-th stored row",
 		n, `{"seq":N,"value":21.5}`, telegrafVersion)
 	return nil
+}
+
+// perMessage is d over n messages in µs (-1 for unknown).
+func perMessage(d time.Duration, n int) float64 {
+	if d < 0 {
+		return -1
+	}
+	return float64(d.Microseconds()) / float64(n)
 }
 
 // unitOf is the unit of figure name.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -45,4 +46,33 @@ func createDatabase(ctx context.Context, server, prefix string) (string, func() 
 	}
 	u.Path = "/" + name
 	return u.String(), drop, nil
+}
+
+// backendCPU is the CPU time used so far by the server processes serving
+// the database at url, other than the connection that asks: the share of
+// a store's work that a client's own CPU time does not show. It needs the
+// server on this machine (its processes in /proc).
+func backendCPU(ctx context.Context, url string) (time.Duration, error) {
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	rows, err := c.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return 0, fmt.Errorf("server processes: %w", err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, fmt.Errorf("server processes: %w", err)
+	}
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := procCPU(int(pid))
+		if err != nil {
+			return 0, fmt.Errorf("server process %d: %w", pid, err)
+		}
+		sum += d
+	}
+	return sum, nil
 }

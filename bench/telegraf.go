@@ -97,7 +97,10 @@ type rowCounter interface {
 // sqliteRows counts by the largest rowid: an index lookup, where count(*)
 // would scan the table while holding a lock Telegraf's next commit waits
 // for (its file has a rollback journal).
-type sqliteRows struct{ db *sql.DB }
+type sqliteRows struct {
+	db   *sql.DB
+	last int
+}
 
 func openSQLiteRows(path string) (*sqliteRows, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(1000)")
@@ -105,16 +108,23 @@ func openSQLiteRows(path string) (*sqliteRows, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
-	return &sqliteRows{db}, nil
+	return &sqliteRows{db: db}, nil
 }
 
 func (r *sqliteRows) Count(ctx context.Context) (int, error) {
 	var n sql.NullInt64
 	err := r.db.QueryRowContext(ctx, "SELECT max(rowid) FROM "+telegrafTable).Scan(&n)
-	if err != nil && (strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "unable to open")) {
-		return 0, nil // nothing written yet
+	switch {
+	case err == nil:
+		r.last = int(n.Int64)
+	case strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "unable to open"):
+		// nothing written yet
+	case strings.Contains(err.Error(), "SQLITE_BUSY"):
+		// Telegraf is committing: the count is read at the next poll.
+	default:
+		return 0, err
 	}
-	return int(n.Int64), err
+	return r.last, nil
 }
 
 func (r *sqliteRows) Close() error { return r.db.Close() }
@@ -143,7 +153,18 @@ func (r *postgresRows) Close() error { return r.conn.Close(context.Background())
 // runTelegraf starts Telegraf with config, waits until rows shows n rows
 // or limit passes, and returns messages per second from its start to the
 // poll that saw the n-th row, and its peak RSS in bytes.
-func (b *bench) runTelegraf(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration) (float64, float64, error) {
+//
+// It also reads the CPU time Telegraf used, and, with pgURL, that of the
+// PostgreSQL processes serving it.
+func (b *bench) runTelegraf(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration, pgURL string) contender {
+	c := contender{name: name}
+	c.rate, c.rss, c.err = b.telegrafDrain(ctx, bin, name, config, rows, n, limit, func(p *Proc) {
+		c.cpu, c.server = b.cpuUsed(ctx, p, pgURL)
+	})
+	return c
+}
+
+func (b *bench) telegrafDrain(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration, done func(*Proc)) (float64, float64, error) {
 	path := filepath.Join(b.dir, name+".conf")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		return 0, 0, fmt.Errorf("write %s: %w", path, err)
@@ -176,6 +197,7 @@ func (b *bench) runTelegraf(ctx context.Context, bin, name, config string, rows 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	done(p)
 	rss, err := p.PeakRSS()
 	if err != nil {
 		return 0, 0, err
