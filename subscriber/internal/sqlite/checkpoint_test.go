@@ -109,7 +109,9 @@ func TestCommitNotHeldByReader(t *testing.T) {
 	if err := s.Insert(ctx, msg(11)); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
-	if took := time.Since(start); took > hold/2 {
+	took := time.Since(start)
+	if took > hold/2 {
 		t.Errorf("commit took %s with a reader on the WAL, want well under the reader's %s", took, hold)
 	}
+	t.Logf("the commit that checkpointed took %s with a reader on the WAL", took)
 }
