@@ -53,7 +53,7 @@ var specs = []struct {
 	{figQoS0, "req/s", Target{atLeastRatio, 0.7}},
 	{figQoS1, "req/s", Target{atLeastRatio, 0.5}},
 	{figBatch, "msg/s", Target{atLeastRatio, 0.8}},
-	{figIngest, "msg/s", Target{atLeastRatio, 0.7}},
+	{figIngest, "msg/s", Target{atLeastRatio, 0.9}},
 	{figPeerSQLite, "msg/s", Target{atLeastRatio, 1}},
 	{figPeerPostgres, "msg/s", Target{atLeastRatio, 1}},
 	{figPeerRSSSQLite, "MiB", Target{atMostRatio, 0.5}},
