@@ -214,7 +214,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 			"e2e_rate": strconv.Itoa(cfg.E2ERate), "e2e_duration": cfg.E2EDuration.String(),
 			"rows": strconv.Itoa(cfg.Rows), "query_duration": cfg.QueryDuration.String(),
 			"max_inflight_messages": strconv.Itoa(cfg.MaxInflight), "max_queued_messages": strconv.Itoa(cfg.MaxQueued),
-			"large_rows": strconv.Itoa(cfg.LargeRows),
+			"large_rows": strconv.Itoa(cfg.LargeRows), "ingest_rounds": strconv.Itoa(cfg.IngestRounds),
 		},
 		Figures: b.figs,
 		Notes:   b.notes,

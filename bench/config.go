@@ -52,6 +52,9 @@ type config struct {
 	// LargeRows is the size of the large store (built once per schema,
 	// then copied for each run).
 	LargeRows int
+	// IngestRounds is how many times the peers and the large store's two
+	// drains take turns, each round in the reverse order of the last.
+	IngestRounds int
 }
 
 // quickValues replace the defaults under -quick, unless a flag is given
@@ -67,6 +70,7 @@ var quickValues = map[string]string{
 	"rows":           "100000",
 	"query-duration": "3s",
 	"large-rows":     "200000",
+	"ingest-rounds":  "1",
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -104,6 +108,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.MaxQueued, "max-queued", 1_000_000, "Mosquitto max_queued_messages")
 	fs.StringVar(&c.Postgres, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"PostgreSQL server on which to create (and drop) the run's databases; empty: no PostgreSQL figures")
+	fs.IntVar(&c.IngestRounds, "ingest-rounds", 2, "rounds of the peers' drains and of the large store's, each in the reverse order of the last")
 	fs.IntVar(&c.LargeRows, "large-rows", 10_000_000, "rows of the large store (built through the store's insert path, cached by schema)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -156,8 +161,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		c.Only[s] = true
 	}
 	switch {
-	case c.Rounds < 1:
-		return c, errors.New("-rounds must be at least 1")
+	case c.Rounds < 1 || c.IngestRounds < 1:
+		return c, errors.New("-rounds and -ingest-rounds must be at least 1")
 	case c.Conns < 1 || c.BatchSize < 1 || c.BatchSize > 1000 || c.Ingest < 1 || c.E2ERate < 1 || c.Rows < 1000 || c.LargeRows < 1000:
 		return c, errors.New("-conns, -ingest and -e2e-rate must be positive, -batch-size 1..1000, -rows and -large-rows at least 1000")
 	case c.MaxQueued < c.Ingest:

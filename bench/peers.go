@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -12,14 +13,38 @@ import (
 // peerPrefix is where the peers' queue is published.
 const peerPrefix = "bench/peer"
 
-// contender is one consumer of the peers' queue.
+// contender is one consumer of the peers' queue, over one round or added
+// up over several.
 type contender struct {
-	name   string
-	rate   float64       // msg/s
-	rss    float64       // peak bytes
-	cpu    time.Duration // of its own process
-	server time.Duration // of the PostgreSQL processes serving it; -1 unknown
-	err    error
+	name    string
+	msgs    int           // stored
+	elapsed time.Duration // to store them
+	rss     float64       // peak bytes
+	cpu     time.Duration // of its own process
+	server  time.Duration // of the PostgreSQL processes serving it; -1 unknown
+	err     error
+}
+
+func (c contender) rate() float64 { return rate(c.msgs, c.elapsed) }
+
+// add counts round r of the same contender into c.
+func (c *contender) add(r contender) {
+	if c.err != nil {
+		return
+	}
+	if r.err != nil {
+		c.err = r.err
+		return
+	}
+	c.msgs += r.msgs
+	c.elapsed += r.elapsed
+	c.rss = max(c.rss, r.rss)
+	c.cpu += r.cpu
+	if c.server < 0 || r.server < 0 {
+		c.server = -1
+	} else {
+		c.server += r.server
+	}
 }
 
 // cpuUsed reads the CPU time p has used and, with pgURL, that of the
@@ -99,12 +124,6 @@ func (b *bench) peers(ctx context.Context) (err error) {
 			}
 		}
 	}
-	t := time.Now()
-	if err := fillQueue(ctx, b.broker.URL(), peerPrefix, n, jsonSample); err != nil {
-		return err
-	}
-	b.logf("queued %d QoS 1 messages (JSON payloads) for the peers in %s", n, time.Since(t).Round(100*time.Millisecond))
-
 	drainSubscriber := func(s *subscriberRun) contender {
 		c := contender{name: s.name}
 		start := time.Now()
@@ -124,31 +143,61 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		if c.err = err; err == nil && stored < n {
 			c.err = fmt.Errorf("stored %d of %d messages within %s", stored, n, b.cfg.IngestLimit)
 		}
-		c.rate = rate(stored, elapsed)
+		c.msgs, c.elapsed = stored, elapsed
 		return c
 	}
-	drainTelegraf := func(name, config string, rows rowCounter, err error, pgURL string) contender {
+	drainTelegraf := func(name, config string, open func() (rowCounter, error), pgURL string) contender {
+		rows, err := open()
 		if err != nil {
 			return contender{name: name, err: err}
 		}
 		defer rows.Close()
 		return b.runTelegraf(ctx, bin, name, config, rows, n, b.cfg.IngestLimit, pgURL)
 	}
-
-	results := map[string]contender{}
-	results["subscriber sqlite"] = drainSubscriber(subs[0])
+	type step struct {
+		key   string
+		drain func() contender
+	}
+	steps := []step{{"subscriber sqlite", func() contender { return drainSubscriber(subs[0]) }}}
 	if bin != "" {
 		path := filepath.Join(b.dir, "telegraf.db")
-		rows, err := openSQLiteRows(path)
-		results["telegraf sqlite"] = drainTelegraf("telegraf-sqlite",
-			telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path)), rows, err, "")
+		config := telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path))
+		steps = append(steps, step{"telegraf sqlite", func() contender {
+			return drainTelegraf("telegraf-sqlite", config, func() (rowCounter, error) { return openSQLiteRows(path) }, "")
+		}})
 	}
 	if pgSub != "" {
-		results["subscriber postgres"] = drainSubscriber(subs[1])
+		steps = append(steps, step{"subscriber postgres", func() contender { return drainSubscriber(subs[1]) }})
 		if bin != "" {
-			rows, err := openPostgresRows(ctx, pgTelegraf)
-			results["telegraf postgres"] = drainTelegraf("telegraf-postgres",
-				telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf)), rows, err, pgTelegraf)
+			config := telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf))
+			steps = append(steps, step{"telegraf postgres", func() contender {
+				return drainTelegraf("telegraf-postgres", config, func() (rowCounter, error) { return openPostgresRows(ctx, pgTelegraf) }, pgTelegraf)
+			}})
+		}
+	}
+
+	results := map[string]contender{}
+	for round := range b.cfg.IngestRounds {
+		t := time.Now()
+		if err := fillQueue(ctx, b.broker.URL(), peerPrefix, n, jsonSample); err != nil {
+			return err
+		}
+		b.logf("round %d: queued %d QoS 1 messages (JSON payloads) for the peers in %s", round+1, n, time.Since(t).Round(100*time.Millisecond))
+		order := slices.Clone(steps)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, st := range order {
+			c := st.drain()
+			if c.err == nil {
+				b.logf("round %d: %-20s %9.0f msg/s", round+1, st.key, c.rate())
+			}
+			total, seen := results[st.key]
+			if !seen {
+				total = contender{name: c.name}
+			}
+			total.add(c)
+			results[st.key] = total
 		}
 	}
 	for _, k := range []string{"subscriber sqlite", "telegraf sqlite", "subscriber postgres", "telegraf postgres"} {
@@ -158,10 +207,10 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		case c.err != nil:
 			b.note("peers: %s: %v", k, c.err)
 		default:
-			b.logf("%-22s %9.0f msg/s  peak RSS %.1f MiB", k, c.rate, c.rss/(1<<20))
-			cpu := fmt.Sprintf("peers: %s: CPU µs per message: own %.1f", k, perMessage(c.cpu, n))
+			b.logf("%-22s %9.0f msg/s  peak RSS %.1f MiB", k, c.rate(), c.rss/(1<<20))
+			cpu := fmt.Sprintf("peers: %s: CPU µs per message: own %.1f", k, perMessage(c.cpu, c.msgs))
 			if c.server >= 0 {
-				cpu += fmt.Sprintf(", PostgreSQL %.1f", perMessage(c.server, n))
+				cpu += fmt.Sprintf(", PostgreSQL %.1f", perMessage(c.server, c.msgs))
 			}
 			b.note("%s", cpu)
 		}
@@ -183,15 +232,16 @@ func (b *bench) peers(ctx context.Context) (err error) {
 		}
 		b.figs = append(b.figs, measured(name, unitOf(name), value(s), nil, Target{}))
 	}
-	msgs := func(c contender) float64 { return c.rate }
+	msgs := func(c contender) float64 { return c.rate() }
 	mib := func(c contender) float64 { return c.rss / (1 << 20) }
 	figure(figPeerSQLite, "subscriber sqlite", "telegraf sqlite", msgs)
 	figure(figPeerPostgres, "subscriber postgres", "telegraf postgres", msgs)
 	figure(figPeerRSSSQLite, "subscriber sqlite", "telegraf sqlite", mib)
 	figure(figPeerRSSPostgres, "subscriber postgres", "telegraf postgres", mib)
-	b.note("peers: %d queued QoS 1 JSON messages (%s), drained in turn by each contender from its own persistent session; "+
-		"Telegraf %s with flush_interval 100ms, metric_batch_size 1000, max_undelivered_messages 2000; msg/s from each process's start to its n-th stored row",
-		n, `{"seq":N,"value":21.5}`, telegrafVersion)
+	b.note("peers: %d rounds of %d queued QoS 1 JSON messages (%s), drained in turn by each contender from its own persistent session, "+
+		"each round in the reverse order of the last; Telegraf %s with flush_interval 100ms, metric_batch_size 1000, max_undelivered_messages 2000; "+
+		"msg/s from each process's start to its n-th stored row, added up over the rounds",
+		b.cfg.IngestRounds, n, `{"seq":N,"value":21.5}`, telegrafVersion)
 	return nil
 }
 

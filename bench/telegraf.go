@@ -150,29 +150,27 @@ func (r *postgresRows) Count(ctx context.Context) (int, error) {
 
 func (r *postgresRows) Close() error { return r.conn.Close(context.Background()) }
 
-// runTelegraf starts Telegraf with config, waits until rows shows n rows
-// or limit passes, and returns messages per second from its start to the
-// poll that saw the n-th row, and its peak RSS in bytes.
-//
-// It also reads the CPU time Telegraf used, and, with pgURL, that of the
-// PostgreSQL processes serving it.
+// runTelegraf starts Telegraf with config and waits until rows shows n
+// more rows than before its start, or limit passes. It returns how long
+// that took from its start to the poll that saw the n-th row, its peak
+// RSS, the CPU time it used and, with pgURL, that of the PostgreSQL
+// processes serving it.
 func (b *bench) runTelegraf(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration, pgURL string) contender {
 	c := contender{name: name}
-	c.rate, c.rss, c.err = b.telegrafDrain(ctx, bin, name, config, rows, n, limit, func(p *Proc) {
-		c.cpu, c.server = b.cpuUsed(ctx, p, pgURL)
-	})
-	return c
-}
-
-func (b *bench) telegrafDrain(ctx context.Context, bin, name, config string, rows rowCounter, n int, limit time.Duration, done func(*Proc)) (float64, float64, error) {
 	path := filepath.Join(b.dir, name+".conf")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		return 0, 0, fmt.Errorf("write %s: %w", path, err)
+	if c.err = os.WriteFile(path, []byte(config), 0o600); c.err != nil {
+		return c
+	}
+	base, err := rows.Count(ctx)
+	if err != nil {
+		c.err = fmt.Errorf("%s: count rows: %w", name, err)
+		return c
 	}
 	start := time.Now()
 	p, err := startCommand(name, bin, []string{"--config", path}, b.dir)
 	if err != nil {
-		return 0, 0, err
+		c.err = err
+		return c
 	}
 	defer func() {
 		if err := p.Stop(); err != nil {
@@ -183,27 +181,30 @@ func (b *bench) telegrafDrain(ctx context.Context, bin, name, config string, row
 	var at time.Time
 	for deadline := start.Add(limit); time.Now().Before(deadline) && ctx.Err() == nil; {
 		if p.Exited() {
-			return 0, 0, fmt.Errorf("%s exited; log: %s", name, p.LogTail())
+			c.err = fmt.Errorf("%s exited; log: %s", name, p.LogTail())
+			return c
 		}
-		c, err := rows.Count(ctx)
+		total, err := rows.Count(ctx)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: count rows: %w", name, err)
+			c.err = fmt.Errorf("%s: count rows: %w", name, err)
+			return c
 		}
-		if c > got {
-			got, at = c, time.Now()
+		if total-base > got {
+			got, at = total-base, time.Now()
 		}
 		if got >= n {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	done(p)
-	rss, err := p.PeakRSS()
-	if err != nil {
-		return 0, 0, err
+	c.cpu, c.server = b.cpuUsed(ctx, p, pgURL)
+	if c.rss, c.err = p.PeakRSS(); c.err != nil {
+		return c
 	}
 	if got < n {
-		return 0, rss, errors.Join(ctx.Err(), fmt.Errorf("%s wrote %d of %d rows within %s; log: %s", name, got, n, limit, p.LogTail()))
+		c.err = errors.Join(ctx.Err(), fmt.Errorf("%s wrote %d of %d rows within %s; log: %s", name, got, n, limit, p.LogTail()))
+		return c
 	}
-	return rate(n, at.Sub(start)), rss, nil
+	c.msgs, c.elapsed = n, at.Sub(start)
+	return c
 }
