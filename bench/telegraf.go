@@ -72,13 +72,17 @@ func telegrafConfig(brokerURL, clientID, filter, output string) string {
 }
 
 // telegrafSQLite is outputs.sql into the SQLite file path, a transaction
-// per batch.
+// per batch. The busy timeout lets its commit wait the microseconds of the
+// harness's count instead of failing: without it a commit that met the
+// count's lock failed, and the driver's next batch then found the
+// transaction still open ("cannot start a transaction within a
+// transaction") and every batch after it failed.
 func telegrafSQLite(path string) string {
 	return fmt.Sprintf(`[[outputs.sql]]
   driver = "sqlite"
   data_source_name = %q
   batch_transactions = true
-`, path)
+`, path+"?_pragma=busy_timeout(5000)")
 }
 
 // telegrafPostgres is outputs.postgresql (COPY) into the database at url.
