@@ -19,22 +19,29 @@ import (
 
 // Figure names, in the order of the table.
 const (
-	figQoS0      = "HTTP publish QoS 0"
-	figQoS1      = "HTTP publish QoS 1"
-	figBatch     = "batch publish QoS 1, 100/request"
-	figIngest    = "subscriber ingest, queued QoS 1"
-	figE2E50     = "end to end p50 at 1,000 msg/s"
-	figE2E99     = "end to end p99 at 1,000 msg/s"
-	figPubRSS    = "publisher peak RSS"
-	figSubRSS    = "subscriber peak RSS"
-	figQuery50   = "GET /messages a/+/c p50"
-	figQuery99   = "GET /messages a/+/c p99"
-	figBackfill  = "values of the filled rows extracted"
-	figSeries50  = "GET /series 1 topic, 1 day by 1m p50"
-	figSeries99  = "GET /series 1 topic, 1 day by 1m p99"
-	figTopics50  = "GET /topics 10,000 topics p50"
-	figTopics99  = "GET /topics 10,000 topics p99"
-	subscriberID = "bench-subscriber"
+	figQoS0            = "HTTP publish QoS 0"
+	figQoS1            = "HTTP publish QoS 1"
+	figBatch           = "batch publish QoS 1, 100/request"
+	figIngest          = "subscriber ingest, queued QoS 1"
+	figPeerSQLite      = "subscriber ingest into SQLite, JSON"
+	figPeerPostgres    = "subscriber ingest into PostgreSQL, JSON"
+	figPeerRSSSQLite   = "subscriber peak RSS, ingest into SQLite"
+	figPeerRSSPostgres = "subscriber peak RSS, ingest into PostgreSQL"
+	figE2E50           = "end to end p50 at 1,000 msg/s"
+	figE2E99           = "end to end p99 at 1,000 msg/s"
+	figPubRSS          = "publisher peak RSS"
+	figSubRSS          = "subscriber peak RSS"
+	figQuery50         = "GET /messages a/+/c p50"
+	figQuery99         = "GET /messages a/+/c p99"
+	figBackfill        = "values of the filled rows extracted"
+	figSeries50        = "GET /series 1 topic, 1 day by 1m p50"
+	figSeries99        = "GET /series 1 topic, 1 day by 1m p99"
+	figTopics50        = "GET /topics 10,000 topics p50"
+	figTopics99        = "GET /topics 10,000 topics p99"
+	figLarge50         = "GET /messages a/+/c p50, large store"
+	figLarge99         = "GET /messages a/+/c p99, large store"
+	figLargeIngest     = "subscriber ingest into the large store"
+	subscriberID       = "bench-subscriber"
 )
 
 // specs gives each figure its unit and its target from the table,
@@ -46,7 +53,11 @@ var specs = []struct {
 	{figQoS0, "req/s", Target{atLeastRatio, 0.7}},
 	{figQoS1, "req/s", Target{atLeastRatio, 0.5}},
 	{figBatch, "msg/s", Target{atLeastRatio, 0.8}},
-	{figIngest, "msg/s", Target{atLeastRatio, 0.7}},
+	{figIngest, "msg/s", Target{atLeastRatio, 0.9}},
+	{figPeerSQLite, "msg/s", Target{atLeastRatio, 1}},
+	{figPeerPostgres, "msg/s", Target{atLeastRatio, 1}},
+	{figPeerRSSSQLite, "MiB", Target{atMostRatio, 0.5}},
+	{figPeerRSSPostgres, "MiB", Target{atMostRatio, 0.5}},
 	{figE2E50, "ms", Target{}},
 	{figE2E99, "ms", Target{below, 10}},
 	{figPubRSS, "MiB", Target{below, 50}},
@@ -58,6 +69,9 @@ var specs = []struct {
 	{figSeries99, "ms", Target{}},
 	{figTopics50, "ms", Target{below, 200}},
 	{figTopics99, "ms", Target{}},
+	{figLarge50, "ms", Target{below, 5}},
+	{figLarge99, "ms", Target{}},
+	{figLargeIngest, "msg/s", Target{atLeastRatio, 0.8}},
 }
 
 // figure records a measured figure, judged against its target.
@@ -156,8 +170,10 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		{"http", b.httpPublish, []string{figQoS0, figQoS1}},
 		{"batch", b.batchPublish, []string{figBatch}},
 		{"ingest", b.ingest, []string{figIngest}},
+		{"peers", b.peers, []string{figPeerSQLite, figPeerPostgres, figPeerRSSSQLite, figPeerRSSPostgres}},
 		{"e2e", b.endToEnd, []string{figE2E50, figE2E99}},
 		{"query", b.query, []string{figQuery50, figQuery99, figBackfill, figSeries50, figSeries99, figTopics50, figTopics99}},
+		{"large", b.large, []string{figLarge50, figLarge99, figLargeIngest}},
 	}
 	for _, s := range steps {
 		if !cfg.Only[s.name] || ctx.Err() != nil {
@@ -198,6 +214,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 			"e2e_rate": strconv.Itoa(cfg.E2ERate), "e2e_duration": cfg.E2EDuration.String(),
 			"rows": strconv.Itoa(cfg.Rows), "query_duration": cfg.QueryDuration.String(),
 			"max_inflight_messages": strconv.Itoa(cfg.MaxInflight), "max_queued_messages": strconv.Itoa(cfg.MaxQueued),
+			"large_rows": strconv.Itoa(cfg.LargeRows), "ingest_rounds": strconv.Itoa(cfg.IngestRounds),
 		},
 		Figures: b.figs,
 		Notes:   b.notes,
@@ -327,13 +344,19 @@ func (b *bench) env(env map[string]string) map[string]string {
 // startSubscriber starts a subscriber on the SQLite file db with a
 // persistent session of clientID on topics.
 func (b *bench) startSubscriber(ctx context.Context, name, db, clientID, topics string) (*Proc, error) {
+	return b.startSubscriberOn(ctx, name, "sqlite:"+db, clientID, topics)
+}
+
+// startSubscriberOn starts a subscriber on the store at databaseURL (the
+// subscriber's DATABASE_URL).
+func (b *bench) startSubscriberOn(ctx context.Context, name, databaseURL, clientID, topics string) (*Proc, error) {
 	bin, ok := b.bins["subscriber"]
 	if !ok {
 		return nil, errors.New("the subscriber did not build")
 	}
 	p, err := startProc(ctx, name, bin, nil, b.env(map[string]string{
 		"MQTT_BROKER": b.broker.URL(), "MQTT_CLIENT_ID": clientID, "MQTT_TOPICS": topics, "MQTT_QOS": "1",
-		"DATABASE_URL": "sqlite:" + db, "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
+		"DATABASE_URL": databaseURL, "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
 	}), b.dir)
 	if err != nil {
 		return nil, err

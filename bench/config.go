@@ -12,7 +12,7 @@ import (
 )
 
 // scenarios in the order they run.
-var scenarios = []string{"http", "batch", "ingest", "e2e", "query"}
+var scenarios = []string{"http", "batch", "ingest", "peers", "e2e", "query", "large"}
 
 type config struct {
 	Repo    string
@@ -46,6 +46,15 @@ type config struct {
 	Queries       int
 	MaxInflight   int
 	MaxQueued     int
+	// Postgres is a URL of the PostgreSQL server on which the run creates
+	// (and drops) databases of its own; empty leaves PostgreSQL out.
+	Postgres string
+	// LargeRows is the size of the large store (built once per schema,
+	// then copied for each run).
+	LargeRows int
+	// IngestRounds is how many times the peers and the large store's two
+	// drains take turns, each round in the reverse order of the last.
+	IngestRounds int
 }
 
 // quickValues replace the defaults under -quick, unless a flag is given
@@ -60,6 +69,8 @@ var quickValues = map[string]string{
 	"e2e-duration":   "5s",
 	"rows":           "100000",
 	"query-duration": "3s",
+	"large-rows":     "200000",
+	"ingest-rounds":  "1",
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -95,6 +106,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Queries, "queries", 20_000, "most queries of the query measurement")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "Mosquitto max_inflight_messages (as the repository's mosquitto.conf)")
 	fs.IntVar(&c.MaxQueued, "max-queued", 1_000_000, "Mosquitto max_queued_messages")
+	fs.StringVar(&c.Postgres, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"PostgreSQL server on which to create (and drop) the run's databases; empty: no PostgreSQL figures")
+	fs.IntVar(&c.IngestRounds, "ingest-rounds", 2, "rounds of the peers' drains and of the large store's, each in the reverse order of the last")
+	fs.IntVar(&c.LargeRows, "large-rows", 10_000_000, "rows of the large store (built through the store's insert path, cached by schema)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -105,7 +120,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for name := range set {
 		switch name {
-		case "repo", "results", "keep", "quick":
+		case "repo", "results", "keep", "quick", "postgres":
 		default:
 			c.Custom = true
 		}
@@ -146,10 +161,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		c.Only[s] = true
 	}
 	switch {
-	case c.Rounds < 1:
-		return c, errors.New("-rounds must be at least 1")
-	case c.Conns < 1 || c.BatchSize < 1 || c.BatchSize > 1000 || c.Ingest < 1 || c.E2ERate < 1 || c.Rows < 1000:
-		return c, errors.New("-conns, -ingest and -e2e-rate must be positive, -batch-size 1..1000, -rows at least 1000")
+	case c.Rounds < 1 || c.IngestRounds < 1:
+		return c, errors.New("-rounds and -ingest-rounds must be at least 1")
+	case c.Conns < 1 || c.BatchSize < 1 || c.BatchSize > 1000 || c.Ingest < 1 || c.E2ERate < 1 || c.Rows < 1000 || c.LargeRows < 1000:
+		return c, errors.New("-conns, -ingest and -e2e-rate must be positive, -batch-size 1..1000, -rows and -large-rows at least 1000")
 	case c.MaxQueued < c.Ingest:
 		return c, fmt.Errorf("-max-queued %d is below -ingest %d: the broker would drop part of the queue", c.MaxQueued, c.Ingest)
 	}

@@ -39,6 +39,7 @@ type Proc struct {
 
 	bin, logPath string
 	args, env    []string
+	noHTTP       bool // a peer without the services' HTTP server
 	cmd          *exec.Cmd
 	done         chan struct{}
 }
@@ -80,12 +81,23 @@ func (p *Proc) start(ctx context.Context) error {
 		}
 		close(done)
 	}(p.cmd, p.done)
+	if p.noHTTP {
+		return nil
+	}
 	addr, err := p.waitListening(ctx, 30*time.Second)
 	if err != nil {
 		return errors.Join(fmt.Errorf("%s: %w; log: %s", p.Name, err, p.LogTail()), p.Stop())
 	}
 	p.Addr = addr
 	return nil
+}
+
+// startCommand starts bin like startProc, for a program that has no HTTP
+// server to wait for (a peer such as Telegraf).
+func startCommand(name, bin string, args []string, logDir string) (*Proc, error) {
+	p := &Proc{Name: name, bin: bin, args: args, noHTTP: true}
+	p.logPath = filepath.Join(logDir, name+".log")
+	return p, p.start(context.Background())
 }
 
 // Restart starts the same binary with the same environment again.

@@ -14,6 +14,7 @@ import (
 // Target kinds: how a figure is judged.
 const (
 	atLeastRatio = "ratio>=" // value/baseline must be at least Limit
+	atMostRatio  = "ratio<=" // value/baseline must be at most Limit
 	below        = "value<"  // value must be under Limit
 )
 
@@ -67,6 +68,14 @@ func (f Figure) judge() string {
 			return resultError
 		}
 		if *f.Ratio >= f.Target.Limit {
+			return resultPass
+		}
+		return resultFail
+	case atMostRatio:
+		if f.Ratio == nil {
+			return resultError
+		}
+		if *f.Ratio <= f.Target.Limit {
 			return resultPass
 		}
 		return resultFail
@@ -193,6 +202,8 @@ func formatTarget(t Target, unit string) string {
 	switch t.Kind {
 	case atLeastRatio:
 		return "ratio ≥ " + strconv.FormatFloat(t.Limit, 'f', -1, 64)
+	case atMostRatio:
+		return "ratio ≤ " + strconv.FormatFloat(t.Limit, 'f', -1, 64)
 	case below:
 		return "< " + strconv.FormatFloat(t.Limit, 'f', -1, 64) + " " + unit
 	default:

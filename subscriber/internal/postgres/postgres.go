@@ -89,9 +89,10 @@ func (s *Store) recover(ctx context.Context, err error) error {
 	return fmt.Errorf("schema was missing and has been created again: %w", store.ErrReset)
 }
 
-const insert = `INSERT INTO messages
+const insertRows = `INSERT INTO messages
 	(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`
+	SELECT * FROM unnest($1::text[], $2::bytea[], $3::smallint[], $4::boolean[], $5::boolean[],
+		$6::timestamptz[], $7::text[], $8::integer[], $9::bigint[]) RETURNING id`
 
 // topicsLock is the advisory lock between Insert (shared) and the removal
 // of topic names in DeleteBefore (exclusive): a name is only removed while
@@ -139,25 +140,73 @@ func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 	return nil
 }
 
+// insertChunk is the most rows of one INSERT statement; a commit holds at
+// most 500. Measured with BenchmarkInsertText500 (CPU per message, run
+// alternately): one statement per row in a pipelined batch 5.9 µs, one
+// statement of unnested arrays per 100 rows 3.2-3.5 µs, one for all 500
+// 2.4-2.7 µs.
+const insertChunk = 1000
+
+// insertMessages inserts msgs with one statement per insertChunk rows,
+// each row's columns passed as arrays, and writes their ids to ids.
+//
+// The ids come back through RETURNING, whose order SQL does not promise;
+// they are sorted instead. The identity draws them in the order the rows
+// are inserted, which is unnest's order, and messages_in_commit_order
+// holds every other writer off until this transaction ends: the ids of
+// one statement are increasing in the order of msgs.
 func insertMessages(ctx context.Context, tx pgx.Tx, msgs []store.Message, ids []int64) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	var b pgx.Batch
 	// The names of the topics are added with their counts (queueTopics),
-	// under this lock.
+	// under this lock, taken in the same round trip as the first insert.
+	var b pgx.Batch
 	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, topicsLock)
-	for i, m := range msgs {
-		payload := m.Payload
-		if payload == nil {
-			payload = []byte{}
+	n := min(len(msgs), insertChunk)
+	var (
+		topics, clients = make([]string, 0, n), make([]string, 0, n)
+		payloads        = make([][]byte, 0, n)
+		qos             = make([]int16, 0, n)
+		retained, dup   = make([]bool, 0, n), make([]bool, 0, n)
+		at              = make([]time.Time, 0, n)
+		packets         = make([]int32, 0, n)
+		keys            = make([]int64, 0, n)
+	)
+	for from := 0; from < len(msgs); from += insertChunk {
+		chunk := msgs[from:min(from+insertChunk, len(msgs))]
+		topics, clients, payloads, qos = topics[:0], clients[:0], payloads[:0], qos[:0]
+		retained, dup, at, packets, keys = retained[:0], dup[:0], at[:0], packets[:0], keys[:0]
+		for _, m := range chunk {
+			payload := m.Payload
+			if payload == nil {
+				payload = []byte{}
+			}
+			topics, payloads, qos = append(topics, m.Topic), append(payloads, payload), append(qos, int16(m.QoS))
+			retained, dup, at = append(retained, m.Retained), append(dup, m.Duplicate), append(at, m.ReceivedAt)
+			clients, packets, keys = append(clients, m.ClientID), append(packets, int32(m.PacketID)), append(keys, m.BatchKey)
 		}
-		b.Queue(insert, m.Topic, payload, int16(m.QoS), m.Retained, m.Duplicate,
-			m.ReceivedAt, m.ClientID, int32(m.PacketID), m.BatchKey).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&ids[i])
+		got := ids[from:from]
+		b.Queue(insertRows, topics, payloads, qos, retained, dup, at, clients, packets, keys).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				got = append(got, id)
+			}
+			return rows.Err()
 		})
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		b = pgx.Batch{}
+		if len(got) != len(chunk) {
+			return fmt.Errorf("insert of %d rows returned %d ids", len(chunk), len(got))
+		}
+		slices.Sort(got)
 	}
-	return tx.SendBatch(ctx, &b).Close()
+	return nil
 }
 
 // queueTopics queues the counts and the oldest and newest messages of the

@@ -82,8 +82,18 @@ type handles struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Option changes how Open opens the file, not what it stores.
+type Option func(*url.Values)
+
+// CacheSize gives each connection a page cache of kib KiB instead of
+// SQLite's 2 MiB: for a bulk load, whose inserts into the (topic, id) index
+// touch more pages than the default cache holds.
+func CacheSize(kib int) Option {
+	return func(q *url.Values) { q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -kib)) }
+}
+
 // Open opens or creates the database file at path and migrates its schema.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err := register(); err != nil {
 		return nil, fmt.Errorf("register sql functions: %w", err)
 	}
@@ -100,6 +110,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
+	for _, o := range opts {
+		o(&q)
+	}
 	s := &Store{path: path, dsn: path + "?" + q.Encode()}
 	h, err := s.open(ctx)
 	if err != nil {
@@ -255,10 +268,19 @@ func (s *Store) Close() error {
 // Checkpoint pacing: a passive checkpoint every checkpointEvery copies the
 // WAL into the database file beside the writer, which it never blocks. It
 // cannot let the WAL start over while the writer never pauses (a drain of a
-// long queue), so once the WAL holds more than walRestartFrames the writer
-// itself, right after a commit, runs a restarting checkpoint: it copies
-// what the passive ones have not, and the next commit starts the WAL at its
-// beginning. That keeps the WAL (and the work of Close) bounded.
+// long queue): new frames keep arriving while it copies. So once the WAL
+// holds more than walRestartFrames the writer itself, right after a
+// commit, runs a passive checkpoint too: it copies what the background
+// ones have not (at most checkpointEvery of commits), and with every frame
+// copied the next commit starts the WAL at its beginning. That keeps the
+// WAL (and the work of Close) bounded.
+//
+// Passive, not RESTART: a restarting checkpoint waits in the busy
+// handler, whose sleeps grow to 100 ms, until no reader is left on the
+// WAL; with the stream's readers following every commit that held the
+// writer, and every commit behind it, for up to 256 ms (end-to-end p99
+// 94.9 ms in one bench run). A passive checkpoint never waits for
+// anyone; the WAL starts over as soon as the readers have moved on.
 const (
 	checkpointEvery  = 250 * time.Millisecond
 	walRestartFrames = 8192 // 32 MiB of 4 KiB pages
@@ -300,20 +322,19 @@ func (s *Store) restartWAL(ctx context.Context, h *handles) {
 	if s.walFrames.Load() <= walRestartFrames {
 		return
 	}
-	// Not while a passive checkpoint runs: SQLite would make the writer
-	// wait for it in the busy handler's sleeps. The next commit tries again.
+	// Not while a background checkpoint runs: the next commit tries again.
 	if !s.checkpointing.TryLock() {
 		return
 	}
 	defer s.checkpointing.Unlock()
 	var busy, frames, copied int
-	err := h.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
+	err := h.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
 	if err != nil {
 		err = fmt.Errorf("checkpoint wal: %w", err)
 		s.checkpointErr.Store(&err)
 		return
 	}
-	if busy == 0 {
+	if busy == 0 && copied == frames {
 		s.walFrames.Store(0)
 	}
 }
