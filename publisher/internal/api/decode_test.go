@@ -32,6 +32,7 @@ func TestDecodePublish(t *testing.T) {
 		{"base64 unpadded", `{"topic":"a","message":"AP8","encoding":"base64"}`, message.Message{Topic: "a", Payload: []byte{0, 0xff}, QoS: 1}},
 		{"base64 empty", `{"topic":"a","message":"","encoding":"base64"}`, message.Message{Topic: "a", Payload: []byte{}, QoS: 1}},
 		{"escapes", `{"topic":"caf\u00e9/\ud83d\ude00","message":"a\"\\\n\u0000"}`, message.Message{Topic: "café/😀", Payload: []byte("a\"\\\n\x00"), QoS: 1}},
+		{"names with escapes", `{"\u0074opic":"a","m\u0065ssage":"x","q\u006fs":2}`, message.Message{Topic: "a", Payload: []byte("x"), QoS: 2}},
 		{"whitespace around", " \n\t{ \"topic\" : \"a\" , \"message\" : \"x\" } \n", message.Message{Topic: "a", Payload: []byte("x"), QoS: 1}},
 		{"payload at the limit", `{"topic":"a","message":"0123456789abcdef"}`, message.Message{Topic: "a", Payload: []byte("0123456789abcdef"), QoS: 1}},
 	}
