@@ -1,3 +1,5 @@
+//go:build natsfacts
+
 package e2e
 
 import (

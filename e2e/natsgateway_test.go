@@ -1,3 +1,5 @@
+//go:build natsfacts
+
 package e2e
 
 import (
@@ -15,17 +17,10 @@ import (
 // services must not depend on any of it (CONTRACT.md); these tests measure
 // the facts and log them, to be run again when NATSVersion changes:
 //
-//	NATS_GATEWAY_FACTS=1 go test -count=1 -v -run TestNATSGateway .
+//	go test -tags natsfacts -count=1 -v -run TestNATSGateway .
 //
-// They take minutes (most wait for ack_wait) and assert little, so they do
-// not run otherwise.
-
-func gatewayFacts(t *testing.T) {
-	t.Helper()
-	if os.Getenv("NATS_GATEWAY_FACTS") == "" {
-		t.Skip("a measurement of NATS's MQTT gateway; NATS_GATEWAY_FACTS=1 runs it")
-	}
-}
+// They take minutes (most wait for ack_wait) and assert little, so they are
+// built only with the natsfacts tag: not part of make test.
 
 func wireSub(t *testing.T, addr, id, filter string, qos byte) (*wireClient, bool) {
 	t.Helper()
@@ -75,7 +70,6 @@ func ids(ps []wirePacket) []uint16 {
 // Packet ids toward a persistent session, and redelivery while the client
 // stays connected without acknowledging.
 func TestNATSGatewayPacketIDs(t *testing.T) {
-	gatewayFacts(t)
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(2*time.Second))
 	sub, _ := wireSub(t, n.Addr(), "pi-sub", "pi/#", 1)
 
@@ -130,7 +124,6 @@ func TestNATSGatewayPacketIDs(t *testing.T) {
 // NATS_DEFAULT_ACK_WAIT=1 runs it with the server's default ack_wait (30s)
 // instead of 8s.
 func TestNATSGatewayRedeliveryOnReconnect(t *testing.T) {
-	gatewayFacts(t)
 	ackWait := 8 * time.Second
 	opts := []harness.NATSOption{harness.WithMQTTAckWait(ackWait)}
 	if os.Getenv("NATS_DEFAULT_ACK_WAIT") != "" {
@@ -185,7 +178,6 @@ func TestNATSGatewayRedeliveryOnReconnect(t *testing.T) {
 // QoS 2 toward a subscriber: PUBLISH, PUBREC, PUBREL, PUBCOMP, with the
 // subscriber stopping at each step.
 func TestNATSGatewayQoS2Delivery(t *testing.T) {
-	gatewayFacts(t)
 	const ackWait = 4 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
 	sub, _ := wireSub(t, n.Addr(), "q2-sub", "q2/#", 2)
@@ -257,7 +249,6 @@ func TestNATSGatewayQoS2Delivery(t *testing.T) {
 
 // The session-present flag of CONNACK.
 func TestNATSGatewaySessionPresent(t *testing.T) {
-	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	sp := func(id string, clean bool) bool {
 		w, sp := connectWire(t, n.Addr(), wireConnect{ClientID: id, Clean: clean})
@@ -302,7 +293,6 @@ func TestNATSGatewaySessionPresent(t *testing.T) {
 
 // Shared subscriptions ($share/<group>/<filter>).
 func TestNATSGatewaySharedSubscription(t *testing.T) {
-	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	a, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "share-a"})
 	b, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "share-b"})
@@ -320,7 +310,6 @@ func TestNATSGatewaySharedSubscription(t *testing.T) {
 // UNSUBSCRIBE of a filter never subscribed, and the order of PINGRESP and
 // UNSUBACK after QoS 1 publishes in flight.
 func TestNATSGatewayUnsubscribeAndPing(t *testing.T) {
-	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	w, _ := connectWire(t, n.Addr(), wireConnect{ClientID: "unsub", Clean: true})
 	start := time.Now()
@@ -363,7 +352,6 @@ func TestNATSGatewayUnsubscribeAndPing(t *testing.T) {
 // max_ack_pending toward one subscriber, and a publisher with many QoS 2
 // messages in flight.
 func TestNATSGatewayInflight(t *testing.T) {
-	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait), harness.WithMQTTMaxAckPending(5))
 	sub, _ := wireSub(t, n.Addr(), "mp-sub", "mp/#", 1)
@@ -422,7 +410,6 @@ func TestNATSGatewayInflight(t *testing.T) {
 
 // MQTT 3.1 (MQIsdp) and other protocol levels.
 func TestNATSGatewayProtocolLevels(t *testing.T) {
-	gatewayFacts(t)
 	n := harness.StartNATS(t)
 	for _, c := range []struct {
 		proto string
@@ -445,7 +432,6 @@ func TestNATSGatewayProtocolLevels(t *testing.T) {
 // 1, while a PUBREL stored before the restart keeps its id: a new PUBLISH
 // can carry the id of a QoS 2 exchange the client has not completed.
 func TestNATSGatewayPubrelIDAfterRestart(t *testing.T) {
-	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait))
 	sub, _ := wireSub(t, n.Addr(), "col-sub", "col/#", 2)
@@ -468,7 +454,6 @@ func TestNATSGatewayPubrelIDAfterRestart(t *testing.T) {
 
 // max_ack_pending: when the held-back messages come, in detail.
 func TestNATSGatewayMaxAckPendingTiming(t *testing.T) {
-	gatewayFacts(t)
 	const ackWait = 3 * time.Second
 	n := harness.StartNATS(t, harness.WithMQTTAckWait(ackWait), harness.WithMQTTMaxAckPending(5))
 	sub, _ := wireSub(t, n.Addr(), "mt-sub", "mt/#", 1)
@@ -486,7 +471,6 @@ func TestNATSGatewayMaxAckPendingTiming(t *testing.T) {
 // Retained messages and last wills in a cluster of three with
 // stream_replicas 3, when a node is killed.
 func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
-	gatewayFacts(t)
 	c := harness.StartNATSCluster(t, 3)
 	// Streams exist once an MQTT client has connected.
 	w0, _ := connectWire(t, c.Nodes[0].Addr(), wireConnect{ClientID: "init", Clean: true})
@@ -558,7 +542,6 @@ func TestNATSGatewayClusterRetainedAndWill(t *testing.T) {
 // messages unacknowledged, as a subscriber failing over along its
 // MQTT_BROKER list does.
 func TestNATSGatewayClusterSessionMoves(t *testing.T) {
-	gatewayFacts(t)
 	c := harness.StartNATSCluster(t, 3, harness.WithMQTTAckWait(5*time.Second))
 	a, b := c.Nodes[0], c.Nodes[1]
 	sub, _ := wireSub(t, a.Addr(), "move-sub", "move/#", 1)
