@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,22 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 func refuse(log *slog.Logger) service.Refuse {
 	return func(w http.ResponseWriter, r *http.Request, status int, detail string) {
 		writeError(w, r, log, &statusError{status, detail})
+	}
+}
+
+// writeOK answers 200 with the JSON body that write puts through a buffer
+// of its own: the pages, series and topics, written piece by piece.
+func writeOK(w http.ResponseWriter, log *slog.Logger, write func(*bufio.Writer) error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	err := write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		log.Debug("write response", "err", err)
 	}
 }
 

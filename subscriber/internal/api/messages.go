@@ -126,14 +126,10 @@ func handleListMessages(log *slog.Logger, messages Lister, gate *readlimit.Gate)
 			writeError(w, r, log, err)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		bw := bufio.NewWriterSize(w, 32<<10)
-		writePage(bw, msgs, next)
-		if err := bw.Flush(); err != nil {
-			log.Debug("write response", "err", err)
-		}
+		writeOK(w, log, func(bw *bufio.Writer) error {
+			writePage(bw, msgs, next)
+			return nil
+		})
 	}
 }
 

@@ -218,15 +218,6 @@ func handleSeries(log *slog.Logger, src SeriesReader, gate *readlimit.Gate) http
 			}
 			a.Series[i] = seriesJSON{Topic: s.Topic, Field: s.Field, Points: pts}
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		bw := bufio.NewWriterSize(w, 32<<10)
-		if err := json.NewEncoder(bw).Encode(a); err != nil {
-			log.Debug("write response", "err", err)
-		}
-		if err := bw.Flush(); err != nil {
-			log.Debug("write response", "err", err)
-		}
+		writeOK(w, log, func(bw *bufio.Writer) error { return json.NewEncoder(bw).Encode(a) })
 	}
 }

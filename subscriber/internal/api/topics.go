@@ -78,14 +78,10 @@ func handleTopics(log *slog.Logger, src TopicLister, gate *readlimit.Gate) http.
 			writeError(w, r, log, err)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		bw := bufio.NewWriterSize(w, 32<<10)
-		writeTopics(bw, topics, next)
-		if err := bw.Flush(); err != nil {
-			log.Debug("write response", "err", err)
-		}
+		writeOK(w, log, func(bw *bufio.Writer) error {
+			writeTopics(bw, topics, next)
+			return nil
+		})
 	}
 }
 
