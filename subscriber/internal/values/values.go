@@ -199,18 +199,8 @@ func (p *parser) object(depth int, collect bool) bool {
 			return false
 		}
 		p.path = p.path[:outer]
-		p.pos = skipSpace(p.in, p.pos)
-		if p.pos >= len(p.in) {
-			return false
-		}
-		switch p.in[p.pos] {
-		case ',':
-			p.pos = skipSpace(p.in, p.pos+1)
-		case '}':
-			p.pos++
-			return true
-		default:
-			return false
+		if more, ok := p.next('}'); !more {
+			return ok
 		}
 	}
 }
@@ -230,6 +220,24 @@ func usableKey(key []byte) bool {
 	return true
 }
 
+// next reads what follows a member or an element: a comma, after which
+// more follow, or close, which ends them; ok is false for anything else.
+func (p *parser) next(close byte) (more, ok bool) {
+	p.pos = skipSpace(p.in, p.pos)
+	if p.pos >= len(p.in) {
+		return false, false
+	}
+	switch p.in[p.pos] {
+	case ',':
+		p.pos = skipSpace(p.in, p.pos+1)
+		return true, true
+	case close:
+		p.pos++
+		return false, true
+	}
+	return false, false
+}
+
 // array reads an array whose '[' is at p.pos; nothing in it gives a field.
 func (p *parser) array(depth int) bool {
 	depth++
@@ -245,18 +253,8 @@ func (p *parser) array(depth int) bool {
 		if !p.value(depth, false) {
 			return false
 		}
-		p.pos = skipSpace(p.in, p.pos)
-		if p.pos >= len(p.in) {
-			return false
-		}
-		switch p.in[p.pos] {
-		case ',':
-			p.pos = skipSpace(p.in, p.pos+1)
-		case ']':
-			p.pos++
-			return true
-		default:
-			return false
+		if more, ok := p.next(']'); !more {
+			return ok
 		}
 	}
 }
