@@ -400,21 +400,30 @@
   // openStream reads GET /messages/stream from after on, as Server-Sent
   // Events, until the filter changes; when the stream ends or breaks it
   // opens it again after the newest message shown.
-  async function openStream(after) {
-    const gen = state.generation;
+  function openStream(after) {
+    follow(state, state.generation, streamURL(after), (gen, type, data) => onEvent(gen, type, data), reopen,
+      (cls, text) => setState(ui.streamState, cls, text));
+  }
+
+  // follow reads the event stream at url for generation gen of s (the
+  // messages' state or the values'), hands its events to onEvent while gen
+  // is current, and has reopen open it again when it is refused, ends or
+  // breaks; status tells how it goes.
+  async function follow(s, gen, url, onEvent, reopen, status) {
+    const alive = () => gen === s.generation;
     const ctrl = new AbortController();
-    state.abort = ctrl;
-    setState(ui.streamState, "warn", "stream: connecting");
+    s.abort = ctrl;
+    status("warn", "stream: connecting");
     let r;
     try {
-      r = await fetch(streamURL(after), { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
+      r = await fetch(url, { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
     } catch (e) {
-      if (gen !== state.generation) return;
-      setState(ui.streamState, "bad", "stream: subscriber unreachable, retrying");
+      if (!alive()) return;
+      status("bad", "stream: subscriber unreachable, retrying");
       reopen(gen, REOPEN_MS);
       return;
     }
-    if (gen !== state.generation) {
+    if (!alive()) {
       ctrl.abort();
       return;
     }
@@ -426,19 +435,19 @@
       // Refused for now (503: the store, or too many reads): try again a
       // while later, as the answer says if it does.
       const wait = Number(r.headers.get("Retry-After"));
-      setState(ui.streamState, "bad", "stream: HTTP " + r.status + ", retrying");
+      status("bad", "stream: HTTP " + r.status + ", retrying");
       reopen(gen, wait > 0 ? wait * 1000 : REOPEN_MS);
       return;
     }
-    setState(ui.streamState, "ok", "stream: live");
+    status("ok", "stream: live");
     try {
-      await readEvents(r.body, () => gen === state.generation, (type, data) => onEvent(gen, type, data), (ms) => { state.retryMs = ms; });
+      await readEvents(r.body, alive, (type, data) => onEvent(gen, type, data), (ms) => { s.retryMs = ms; });
     } catch (e) {
       // the connection broke: resume below
     }
-    if (gen !== state.generation) return;
-    setState(ui.streamState, "warn", "stream: reconnecting");
-    reopen(gen, state.retryMs);
+    if (!alive()) return;
+    status("warn", "stream: reconnecting");
+    reopen(gen, s.retryMs);
   }
 
   // readEvents parses an event stream (the WHATWG rules for the fields
@@ -889,45 +898,18 @@
 
   // openValuesStream follows the filter's arrivals after the newest one
   // shown (live only when none is), and opens it again when it ends.
-  async function openValuesStream(gen) {
+  function openValuesStream(gen) {
     if (gen !== vs.generation) return;
-    const ctrl = new AbortController();
-    vs.abort = ctrl;
     let u = "messages/stream?topic=" + encodeURIComponent(vs.filter);
     if (vs.lastId > 0 && vs.replay) u += "&after=" + vs.lastId;
-    let r;
-    try {
-      r = await fetch(u, { headers: auth({ Accept: "text/event-stream" }), cache: "no-store", signal: ctrl.signal });
-    } catch (e) {
-      if (gen === vs.generation) reopenValues(gen, REOPEN_MS);
-      return;
-    }
-    if (gen !== vs.generation) {
-      ctrl.abort();
-      return;
-    }
-    if (r.status === 401) {
-      askToken("The subscriber refused the token; enter it again.");
-      return;
-    }
-    if (!r.ok || !r.body) {
-      const wait = Number(r.headers.get("Retry-After"));
-      reopenValues(gen, wait > 0 ? wait * 1000 : REOPEN_MS);
-      return;
-    }
-    try {
-      await readEvents(r.body, () => gen === vs.generation, (type, data) => {
-        if (type !== "message") return;
-        try {
-          applyReading(JSON.parse(data));
-        } catch (e) {
-          // not a message: ignored
-        }
-      }, (ms) => { vs.retryMs = ms; });
-    } catch (e) {
-      // the connection broke: resume below
-    }
-    if (gen === vs.generation) reopenValues(gen, vs.retryMs);
+    follow(vs, gen, u, (gen, type, data) => {
+      if (type !== "message") return;
+      try {
+        applyReading(JSON.parse(data));
+      } catch (e) {
+        // not a message: ignored
+      }
+    }, reopenValues, () => {});
   }
 
   function reopenValues(gen, ms) {
