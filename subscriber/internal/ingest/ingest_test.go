@@ -575,6 +575,44 @@ func TestFinishedRecordsLeaveMemory(t *testing.T) {
 	}
 }
 
+// Acknowledged QoS 1 records leave memory unconfirmed too (a broker may
+// answer the confirming PINGREQ only after its backlog): a packet id used
+// again still confirms the acknowledgements, and a redelivery reads the
+// record from the store and is judged as it would have been.
+func TestAcknowledgedRecordsLeaveMemory(t *testing.T) {
+	i, fs, _ := newTestIngester(t)
+	var c acks
+	w1, _ := testWire(t, i, 1, true)
+	n := keepRecords + 1000
+	arrivals := make([]*arrival, n)
+	for k := range arrivals {
+		arrivals[k] = c.arrival(w1, "t", fmt.Sprintf("m-%d", k), uint16(k+1), false)
+	}
+	mustCommit(t, i, arrivals...)
+	if got := i.ledger.ids.count(); got > keepRecords {
+		t.Errorf("%d records in memory, want at most %d", got, keepRecords)
+	}
+	if i.ledger.ids[2] != nil || i.ledger.acked[1] != 0 {
+		t.Fatalf("record of id 2 in memory %v, mark of connection 1 %d; want gone and 0",
+			i.ledger.ids[2] != nil, i.ledger.acked[1])
+	}
+	// The broker gives id 1 to a new message: it processed the
+	// acknowledgement of id 1's delivery (seq 1), not yet the others.
+	mustCommit(t, i, c.arrival(w1, "t", "new", 1, false))
+	if got := i.ledger.acked[1]; got != 1 {
+		t.Errorf("mark of connection 1 = %d, want 1", got)
+	}
+	// On the next connection: id 2 again with its content may be a
+	// redelivery (its acknowledgement was not confirmed): flagged; id 3
+	// with other content is a new message.
+	w2, _ := testWire(t, i, 2, true)
+	mustCommit(t, i, c.arrival(w2, "t", "m-1", 2, true), c.arrival(w2, "t", "other", 3, true))
+	rows := stored(t, fs)
+	if string(rows[1].Payload) != "m-1" || !rows[1].Duplicate || string(rows[0].Payload) != "other" || rows[0].Duplicate {
+		t.Errorf("newest rows %+v, %+v; want m-1 flagged, then other not flagged", rows[1], rows[0])
+	}
+}
+
 // fakeMessage is a PUBLISH as Paho hands it to the handler.
 type fakeMessage struct {
 	topic   string

@@ -81,7 +81,17 @@ type ledger struct {
 	openBy map[uint64][]*record
 
 	recent []*record // the records of the last commits, oldest first (see remember)
+
+	// unconfirmed holds, for a packet id whose record left memory with
+	// its acknowledgement sent but not known to be processed, where that
+	// acknowledgement was: what judge learns from when the broker gives
+	// the id to a new message. Made on first use.
+	unconfirmed *[1 << 16]ackMark
 }
+
+// ackMark places an acknowledgement: its connection and the seq of the
+// arrival it acknowledged.
+type ackMark struct{ conn, seq int64 }
 
 // Bounds of the open list: a redelivery comes at the next connection or
 // after the broker's acknowledgement timeout (NATS: ack_wait, 30 s by
@@ -121,28 +131,69 @@ func (l *ledger) finished(r *record) bool {
 }
 
 // keepRecords is how many recent records stay in memory whatever they are;
-// older ones stay only while unfinished. A redelivery of a finished one
-// reads its record from the store.
+// older ones stay only while the store's copy would not do (see
+// leavesMemory). A redelivery whose record left reads it from the store.
 const keepRecords = 4096
 
 // remember keeps recs (the records of a commit, in order) and lets the
-// oldest finished ones go, in order: an unfinished one (a broker's
-// in-flight window, or what a connection left unconfirmed until its packet
-// id is used again) holds the ones after it.
+// oldest go, in order, as leavesMemory allows: one that must stay (a QoS 2
+// message not yet released, an acknowledgement never sent) holds the ones
+// after it.
 func (l *ledger) remember(recs []*record) {
 	l.recent = append(l.recent, recs...)
 	k := 0
 	for ; len(l.recent)-k > keepRecords; k++ {
 		r := l.recent[k]
 		if l.ids[r.PacketID] == r {
-			if !l.finished(r) {
+			if !l.leavesMemory(r) {
 				break
 			}
 			l.ids[r.PacketID] = nil
+			l.markUnconfirmed(r)
 		}
 		l.recent[k] = nil
 	}
 	l.recent = l.recent[k:]
+}
+
+// leavesMemory reports whether the store's copy of r, committed with its
+// message, judges a redelivery as r does: when r is finished, and when it
+// is a QoS 1 delivery whose acknowledgement was sent, confirmed or not. A
+// record read back from the store is neither live nor ackSent, which
+// verdict asks of unacknowledged deliveries only; and a first attempt
+// (no DUP) is fresh whatever the record, but for QoS 2 ids not yet
+// released, which stay.
+//
+// Without the second case a drain of a long backlog kept a record for
+// every packet id (65,535 of 80 bytes): the broker answers the PINGREQ
+// that confirms acknowledgements only after what it had queued before it,
+// so confirmations came from packet ids used again, 65,535 arrivals late.
+func (l *ledger) leavesMemory(r *record) bool {
+	return l.finished(r) || r.QoS == 1 && r.ackSent
+}
+
+// markUnconfirmed keeps where the acknowledgement of r, leaving memory,
+// was, if the broker has not confirmed it: see ackOfID.
+func (l *ledger) markUnconfirmed(r *record) {
+	if l.finished(r) {
+		if l.unconfirmed != nil {
+			l.unconfirmed[r.PacketID] = ackMark{}
+		}
+		return
+	}
+	if l.unconfirmed == nil {
+		l.unconfirmed = new([1 << 16]ackMark)
+	}
+	l.unconfirmed[r.PacketID] = ackMark{conn: r.Conn, seq: r.Seq}
+}
+
+// ackOfID returns where the acknowledgement of the latest delivery of id
+// was, when its record left memory unconfirmed (conn 0: it did not).
+func (l *ledger) ackOfID(id uint16) ackMark {
+	if l.unconfirmed == nil {
+		return ackMark{}
+	}
+	return l.unconfirmed[id]
 }
 
 // contentHash identifies a message's content: its topic and payload.
@@ -211,7 +262,8 @@ func (l *ledger) keepOpen(recs []*record, now time.Time) {
 
 // record returns the record of packet id id in this broker session, or
 // nil. Only for a redelivery (dup) is a record not in memory read from the
-// store: the ones that left memory were finished, which matters only then.
+// store: a first attempt is judged alike without the ones that left memory
+// (see leavesMemory).
 func (v *view) record(ctx context.Context, st Reader, clientID string, id uint16, dup bool) (*record, error) {
 	r, ok := v.ids[id]
 	if !ok {
@@ -285,11 +337,15 @@ func (v *view) judge(ctx context.Context, st Reader, clientID string, a *arrival
 	if err != nil {
 		return judgement{}, err
 	}
-	if !a.dup && r != nil && r.Conn == conn && r.ackSent {
+	if !a.dup {
 		// The broker gave the id of an acknowledged delivery of this
 		// connection to a new message: it processed that acknowledgement,
 		// and the ones before it.
-		v.acked[conn] = max(v.acked[conn], r.Seq)
+		if r != nil && r.Conn == conn && r.ackSent {
+			v.acked[conn] = max(v.acked[conn], r.Seq)
+		} else if m := v.l.ackOfID(a.msg.PacketID); r == nil && m.conn == conn {
+			v.acked[conn] = max(v.acked[conn], m.seq)
+		}
 	}
 	next := &record{live: true, a: a, Delivery: store.Delivery{
 		PacketID: a.msg.PacketID, QoS: a.msg.QoS, Conn: conn, Seq: a.seq,
