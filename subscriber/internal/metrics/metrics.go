@@ -46,7 +46,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "subscriber_batch_size",
 			Help:    "Messages per committed batch.",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000},
 		}),
 		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "subscriber_redeliveries_total",
