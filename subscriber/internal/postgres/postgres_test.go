@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,7 +186,8 @@ func TestMigrateFillsValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	if err := migrate(ctx, pool, migrations[:len(migrations)-1]); err != nil {
+	// The schema before the values.
+	if err := migrate(ctx, pool, migrations[:slices.Index(migrations, valuesSchema)]); err != nil {
 		pool.Close()
 		t.Fatalf("previous schema: %v", err)
 	}
@@ -289,4 +291,51 @@ func TestSeriesIDsOfARecreatedSchema(t *testing.T) {
 
 func BenchmarkInsertText500(b *testing.B) {
 	storetest.BenchmarkInsertPayload(b, openFresh, 500, []byte("seq=1234 value=21.5"))
+}
+
+// The upsert of a packet id's delivery record is a heap-only update: the
+// primary key is not written again for every message.
+func TestDeliveryUpsertsAreHeapOnly(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer s.Close()
+	const ids, rounds = 500, 3
+	for r := range rounds {
+		c := &store.Commit{ClientID: "sub"}
+		for id := range ids {
+			seq := int64(r*ids + id + 1)
+			c.Messages = append(c.Messages, store.Message{Topic: "t", Payload: []byte("x"), QoS: 1,
+				ReceivedAt: time.Now(), ClientID: "sub", PacketID: uint16(id + 1)})
+			c.Deliveries = append(c.Deliveries, store.CommitDelivery{Message: id, Delivery: store.Delivery{
+				PacketID: uint16(id + 1), QoS: 1, Conn: 1, Seq: seq, Hash: uint64(seq)}})
+		}
+		if err := s.Commit(ctx, c); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+	}
+	// A backend reports its counts when it ends, else up to 10 s after it
+	// goes idle.
+	s.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	var upd, hot int64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err := conn.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+			WHERE relname = 'deliveries'`).Scan(&upd, &hot); err != nil {
+			t.Fatalf("read statistics: %v", err)
+		}
+		if upd >= (rounds-1)*ids {
+			break
+		}
+	}
+	if upd < (rounds-1)*ids || hot < upd*9/10 {
+		t.Errorf("%d updates of deliveries, %d of them heap-only; want %d, at least 90 %% heap-only", upd, hot, (rounds-1)*ids)
+	}
 }

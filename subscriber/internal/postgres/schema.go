@@ -83,6 +83,14 @@ var migrations = []string{
 	// smaller id. See orderTrigger for why a lock, and its cost.
 	orderTrigger,
 	valuesSchema,
+	// Every message upserts its packet id's row of deliveries. In full
+	// pages PostgreSQL writes each new version elsewhere, with a new entry
+	// in the primary key: 2 % of the updates were HOT (heap-only) in
+	// commits of 2000, and the 65,535 rows of a busy session took 20 MB.
+	// With pages half filled, 98 % are, the index is not touched, and the
+	// table stays at 13 MB. New pages only: a table filled before keeps
+	// its pages until they are rewritten.
+	`ALTER TABLE deliveries SET (fillfactor = 50);`,
 }
 
 // valuesSchema keeps the numbers of the payloads (package values) and what
