@@ -51,12 +51,13 @@ func TestReopenKeepsSchemaAndRows(t *testing.T) {
 	}
 }
 
-func BenchmarkInsertBatch100(b *testing.B) { storetest.BenchmarkInsert(b, openTemp, 100) }
-func BenchmarkInsertBatch500(b *testing.B) { storetest.BenchmarkInsert(b, openTemp, 500) }
-func BenchmarkCommitBatch100(b *testing.B) { storetest.BenchmarkCommit(b, openTemp, 100) }
-func BenchmarkListWildcard(b *testing.B)   { storetest.BenchmarkList(b, openTemp, 200000, "a/+/c") }
-func BenchmarkListAll(b *testing.B)        { storetest.BenchmarkList(b, openTemp, 200000, "#") }
-func BenchmarkListExact(b *testing.B)      { storetest.BenchmarkList(b, openTemp, 200000, "a/d07/c") }
+func BenchmarkInsertBatch100(b *testing.B)  { storetest.BenchmarkInsert(b, openTemp, 100) }
+func BenchmarkInsertBatch500(b *testing.B)  { storetest.BenchmarkInsert(b, openTemp, 500) }
+func BenchmarkInsertBatch2000(b *testing.B) { storetest.BenchmarkInsert(b, openTemp, 2000) }
+func BenchmarkCommitBatch100(b *testing.B)  { storetest.BenchmarkCommit(b, openTemp, 100) }
+func BenchmarkListWildcard(b *testing.B)    { storetest.BenchmarkList(b, openTemp, 200000, "a/+/c") }
+func BenchmarkListAll(b *testing.B)         { storetest.BenchmarkList(b, openTemp, 200000, "#") }
+func BenchmarkListExact(b *testing.B)       { storetest.BenchmarkList(b, openTemp, 200000, "a/d07/c") }
 
 // A file made by the first schema keeps its rows, and what they say about
 // packet ids becomes uncertain deliveries of connection 0: the newest row

@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -59,11 +61,42 @@ func valueInsertSQL(rows int) string {
 
 // insertValues stores vals, the values of msgs whose ids are ids, and
 // returns the series it created (for the cache, after the commit).
+//
+// The rows go in in the order of the table's key, series by series, rather
+// than message by message: a commit appends to the end of each of its
+// series' ranges, inside the B-tree, and a series' rows one after the other
+// find its page in the cache where rows of alternating series evicted and
+// read pages again. CPU a message in commits of 2000 messages of two
+// values, run alternately: over 100 topics 18.2 to 21.5 µs in arrival
+// order, 16.1 to 17.5 sorted; over 50 (BenchmarkInsertBatch2000) 13.7 to
+// 16.4 and 13.2 to 15.4.
 func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Message, ids []int64, vals []store.MessageValue) (map[seriesKey]int64, error) {
 	if len(vals) == 0 {
 		return nil, nil
 	}
 	var created map[seriesKey]int64
+	rows := make([]valueRow, len(vals))
+	for i, v := range vals {
+		m := &msgs[v.Msg]
+		key := seriesKey{m.Topic, v.Field}
+		sid, ok := h.series.get(key)
+		if !ok {
+			if sid, ok = created[key]; !ok {
+				var err error
+				if sid, err = seriesID(ctx, tx, key); err != nil {
+					return nil, err
+				}
+				if created == nil {
+					created = map[seriesKey]int64{}
+				}
+				created[key] = sid
+			}
+		}
+		rows[i] = valueRow{sid, m.ReceivedAt.UnixMicro(), ids[v.Msg], v.Number}
+	}
+	slices.SortFunc(rows, func(a, b valueRow) int {
+		return cmp.Or(cmp.Compare(a.series, b.series), cmp.Compare(a.at, b.at), cmp.Compare(a.message, b.message))
+	})
 	args := make([]any, 0, min(len(vals), chunkSizes[0])*valueColumns)
 	for done := 0; done < len(vals); {
 		k := 0
@@ -72,23 +105,8 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 		}
 		n := chunkSizes[k]
 		args = args[:0]
-		for _, v := range vals[done : done+n] {
-			m := &msgs[v.Msg]
-			key := seriesKey{m.Topic, v.Field}
-			sid, ok := h.series.get(key)
-			if !ok {
-				if sid, ok = created[key]; !ok {
-					var err error
-					if sid, err = seriesID(ctx, tx, key); err != nil {
-						return nil, err
-					}
-					if created == nil {
-						created = map[seriesKey]int64{}
-					}
-					created[key] = sid
-				}
-			}
-			args = append(args, sid, m.ReceivedAt.UnixMicro(), ids[v.Msg], v.Number)
+		for _, r := range rows[done : done+n] {
+			args = append(args, r.series, r.at, r.message, r.value)
 		}
 		if _, err := tx.StmtContext(ctx, h.valueInserts[k]).ExecContext(ctx, args...); err != nil {
 			return nil, fmt.Errorf("insert %d values: %w", n, err)
@@ -96,6 +114,12 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 		done += n
 	}
 	return created, nil
+}
+
+// valueRow is a row of message_values.
+type valueRow struct {
+	series, at, message int64
+	value               float64
 }
 
 // seriesID returns the id of k, creating the series if need be.
