@@ -21,6 +21,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/telemetry-stack/mqtt-stack/mqttconn"
 
@@ -66,6 +67,13 @@ type Config struct {
 	// Queue is how many arrivals may wait for the writer (4000): the next
 	// batch fills while one commits.
 	Queue int
+	// MaxBatchBytes bounds the payload bytes of one commit (8 MiB) and
+	// QueueBytes the bytes of the arrivals waiting for or in a commit (16
+	// MiB): the counts above are for small messages, and 4000 messages of
+	// a megabyte would take 4 GB. A message larger than QueueBytes waits
+	// until nothing else is held, then goes alone.
+	MaxBatchBytes int
+	QueueBytes    int
 	// ShutdownTimeout bounds committing what is queued at shutdown (10s).
 	ShutdownTimeout time.Duration
 	// ShareProbeTimeout is how long a member of a share group waits for
@@ -86,8 +94,9 @@ type arrival struct {
 	seq  int64  // its place among that connection's arrivals
 	// ack acknowledges it: Paho's message itself, not its method value
 	// msg.Ack, which would be one more allocation per message.
-	ack interface{ Ack() }
-	row int // its index in the rows of the batch that stores it, or -1
+	ack  interface{ Ack() }
+	row  int   // its index in the rows of the batch that stores it, or -1
+	held int64 // what it holds of QueueBytes, until its batch is committed
 }
 
 // Ingester owns the MQTT client and the writer.
@@ -103,8 +112,11 @@ type Ingester struct {
 	client   mqtt.Client
 	probe    *shareProbe // nil without a share group
 	queue    chan *arrival
-	stopping chan struct{} // closed when shutdown begins
-	wakeup   chan struct{} // cap 1: a connection has a release or a confirmation
+	room     *semaphore.Weighted // QueueBytes, taken by each arrival until its commit
+	stopped  context.Context     // done when shutdown begins (stop)
+	stop     context.CancelFunc
+	stopping <-chan struct{} // stopped.Done()
+	wakeup   chan struct{}   // cap 1: a connection has a release or a confirmation
 
 	mu         sync.Mutex
 	connected  bool
@@ -138,6 +150,12 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 4000
 	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 8 << 20
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 16 << 20
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -149,13 +167,15 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 	}
 	i := &Ingester{
 		log: log, arrivals: cfg.Arrivals, cfg: cfg, st: st, m: m,
-		queue:    make(chan *arrival, cfg.Queue),
-		stopping: make(chan struct{}),
-		wakeup:   make(chan struct{}, 1),
-		wires:    map[int64]*wire{},
-		unsaved:  map[int64]int64{},
-		judged:   map[*wire]int64{},
+		queue:   make(chan *arrival, cfg.Queue),
+		room:    semaphore.NewWeighted(int64(cfg.QueueBytes)),
+		wakeup:  make(chan struct{}, 1),
+		wires:   map[int64]*wire{},
+		unsaved: map[int64]int64{},
+		judged:  map[*wire]int64{},
 	}
+	i.stopped, i.stop = context.WithCancel(context.Background())
+	i.stopping = i.stopped.Done()
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))
 	}
@@ -544,13 +564,25 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 		return
 	default:
 	}
+	// Like a full queue, a full room holds Paho's reader back, and the
+	// broker keeps what it has not sent.
+	a.held = min(int64(len(payload)+len(a.msg.Topic))+arrivalSize, int64(i.cfg.QueueBytes))
+	if i.room.Acquire(i.stopped, a.held) != nil {
+		i.m.RefusedWhileStopped.Inc()
+		return
+	}
 	select {
 	case i.queue <- a:
 		i.m.QueueDepth.Set(float64(len(i.queue)))
 	case <-i.stopping:
+		i.room.Release(a.held)
 		i.m.RefusedWhileStopped.Inc()
 	}
 }
+
+// arrivalSize is about what an arrival takes besides its topic and
+// payload (it, its record, Paho's message and packet).
+const arrivalSize = 512
 
 // logPayload returns at most n bytes of p for a log line: text when p is
 // UTF-8 (cut at a character boundary), else base64. The text shares p's

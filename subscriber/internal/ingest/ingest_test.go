@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/logbuf"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/metrics"
@@ -676,5 +677,68 @@ func TestArrivalLinesLeaveBeforeTheAcks(t *testing.T) {
 	}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// What waits for the writer is bounded in bytes too: an arrival that does
+// not fit waits, holding Paho's reader back, until a commit makes room (or
+// shutdown refuses it), and a commit takes at most MaxBatchBytes of
+// payload.
+func TestQueueBoundedInBytes(t *testing.T) {
+	i, _, m := newTestIngester(t)
+	i.cfg.QueueBytes, i.cfg.MaxBatchBytes = 3000, 1000
+	i.room = semaphore.NewWeighted(3000)
+	testWire(t, i, 1, true)
+	payload := bytes.Repeat([]byte("x"), 600) // holds 600 + 1 + arrivalSize bytes
+	handled := make(chan struct{}, 4)
+	handle := func(k int) {
+		i.handle(nil, &fakeMessage{topic: "t", payload: payload, id: uint16(k + 1), ack: func() {}})
+		handled <- struct{}{}
+	}
+	for k := range 2 {
+		handle(k)
+		<-handled
+	}
+	go handle(2)
+	select {
+	case <-handled:
+		if len(i.queue) == 2 {
+			t.Fatal("the third arrival was refused, want it to wait")
+		}
+		t.Fatal("the third arrival was queued, want it to wait for room")
+	case <-time.After(200 * time.Millisecond):
+	}
+	// A commit takes what fits in MaxBatchBytes: the first two (the
+	// second crosses it), which makes room for the third.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := &batch{arrivals: i.collect(nil)}
+	if len(b.arrivals) != 2 {
+		t.Fatalf("a batch of %d arrivals, want 2", len(b.arrivals))
+	}
+	if !i.commit(ctx, b) {
+		t.Fatal("commit failed")
+	}
+	select {
+	case <-handled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the third arrival still waits after the commit")
+	}
+	if len(i.queue) != 1 {
+		t.Fatalf("%d queued, want the third", len(i.queue))
+	}
+	// Shutdown refuses what waits for room.
+	for k := 3; k < 5; k++ {
+		go handle(k)
+	}
+	<-handled // the fourth fits beside the third
+	i.stop()
+	select {
+	case <-handled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an arrival waiting for room was not refused at shutdown")
+	}
+	if got := testutil.ToFloat64(m.RefusedWhileStopped); got != 1 {
+		t.Errorf("refused while stopped = %v, want 1", got)
 	}
 }

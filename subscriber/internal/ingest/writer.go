@@ -72,12 +72,18 @@ func (i *Ingester) write(ctx context.Context) *batch {
 	}
 }
 
-// collect adds whatever is queued, up to MaxBatch.
+// collect adds whatever is queued, up to MaxBatch arrivals and
+// MaxBatchBytes of payload.
 func (i *Ingester) collect(arrivals []*arrival) []*arrival {
-	for len(arrivals) < i.cfg.MaxBatch {
+	bytes := 0
+	for _, a := range arrivals {
+		bytes += len(a.msg.Payload)
+	}
+	for len(arrivals) < i.cfg.MaxBatch && bytes < i.cfg.MaxBatchBytes {
 		select {
 		case a := <-i.queue:
 			arrivals = append(arrivals, a)
+			bytes += len(a.msg.Payload)
 		default:
 			i.m.QueueDepth.Set(float64(len(i.queue)))
 			return arrivals
@@ -393,6 +399,12 @@ func (i *Ingester) done(b *batch) {
 		w.barrier()
 	}
 
+	var held int64
+	for _, a := range b.arrivals {
+		held += a.held
+	}
+	i.room.Release(held)
+
 	i.m.BatchSize.Observe(float64(len(b.rows)))
 	i.m.Stored.Add(float64(len(b.rows)))
 	i.m.DuplicatesDropped.Add(float64(dropped))
@@ -411,7 +423,7 @@ func (i *Ingester) done(b *batch) {
 // shutdown commits and acknowledges pending (the batch write was retrying,
 // if any) and what is queued, then says offline and disconnects.
 func (i *Ingester) shutdown(pending *batch) error {
-	close(i.stopping)
+	i.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), i.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
