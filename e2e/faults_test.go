@@ -39,14 +39,16 @@ type faultBroker interface {
 // unacknowledged messages when its ack_wait runs out (not at the
 // reconnect, as MQTT 3.1.1 asks): 2 s keeps the tests short. After a
 // restart of its own NATS sends them under new packet ids (against
-// section 4.4; docs/delivery.md): renumbers.
+// section 4.4; docs/delivery.md): renumbers. It also gives a freed packet
+// id to the next message at once, where Mosquitto takes the next of 65535:
+// reusesIDs.
 var faultBrokers = []struct {
-	name      string
-	renumbers bool
-	start     func(tb testing.TB) faultBroker
+	name                 string
+	renumbers, reusesIDs bool
+	start                func(tb testing.TB) faultBroker
 }{
-	{"mosquitto", false, func(tb testing.TB) faultBroker { return harness.StartBroker(tb) }},
-	{"nats", true, func(tb testing.TB) faultBroker { return harness.StartNATS(tb, harness.WithMQTTAckWait(2*time.Second)) }},
+	{"mosquitto", false, false, func(tb testing.TB) faultBroker { return harness.StartBroker(tb) }},
+	{"nats", true, true, func(tb testing.TB) faultBroker { return harness.StartNATS(tb, harness.WithMQTTAckWait(2*time.Second)) }},
 }
 
 // brokerCase is one broker and payload kind of a fault test.
@@ -54,6 +56,7 @@ type brokerCase struct {
 	faultBroker
 	identical bool
 	renumbers bool // the broker renumbers packet ids after its own restart
+	reusesIDs bool // the broker gives a freed packet id to the next message at once
 }
 
 // forEachBroker runs test once per broker and payload kind.
@@ -65,7 +68,7 @@ func forEachBroker(t *testing.T, test func(t *testing.T, b brokerCase)) {
 				name = fb.name + "/identical"
 			}
 			t.Run(name, func(t *testing.T) {
-				test(t, brokerCase{faultBroker: fb.start(t), identical: identical, renumbers: fb.renumbers})
+				test(t, brokerCase{faultBroker: fb.start(t), identical: identical, renumbers: fb.renumbers, reusesIDs: fb.reusesIDs})
 			})
 		}
 	}
@@ -360,8 +363,9 @@ func startFaultStack(t *testing.T, b faultBroker, subEnv map[string]string) (*ha
 func TestFaultSubscriberKilled(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b brokerCase) {
 		sub, pub := startFaultStack(t, b, nil)
+		const kills = 3
 		l := during(t, pub, "kill", b.identical, 3000, func() {
-			for range 3 {
+			for range kills {
 				// Killed while it stores, not while it connects: a
 				// process that dies between CONNECT and CONNACK leaves
 				// its ledger uncertain, and then even QoS 2 redeliveries
@@ -376,7 +380,27 @@ func TestFaultSubscriberKilled(t *testing.T) {
 			}
 		})
 		sub.WaitReady(t, 20*time.Second)
-		requireExact(t, "kill", audit(t, sub, "kill", l, 60*time.Second, nil), true)
+		tallies := audit(t, sub, "kill", l, 60*time.Second, nil)
+		if b.identical && b.reusesIDs {
+			// History B of docs/delivery.md ("What MQTT 3.1.1 cannot
+			// tell"): the broker read a PUBACK the subscriber had not yet
+			// seen confirmed when it was killed, gave the freed id to a
+			// new message with the same content, and sends that one again
+			// after the restart. The two cannot be told apart, and the
+			// new one is stored flagged. Only identical payloads show it,
+			// only at QoS 1, and only as many as acknowledgements were
+			// unconfirmed at the kills: a handful at this rate, where a
+			// fault in the ledger would flag hundreds.
+			const window = 5 * kills
+			if n := tallies[1].newFlagged; n > 0 {
+				t.Logf("kill QoS 1: %d new messages flagged in the window of docs/delivery.md (at most %d)", n, window)
+				if n > window {
+					t.Errorf("kill QoS 1: %d new messages flagged, more than the %d the window explains", n, window)
+				}
+				tallies[1].newFlagged = 0
+			}
+		}
+		requireExact(t, "kill", tallies, true)
 	})
 }
 
