@@ -165,9 +165,10 @@ func (l *ledger) remember(recs []*record) {
 // released, which stay.
 //
 // Without the second case a drain of a long backlog kept a record for
-// every packet id (65,535 of 80 bytes): the broker answers the PINGREQ
-// that confirms acknowledgements only after what it had queued before it,
-// so confirmations came from packet ids used again, 65,535 arrivals late.
+// every packet id (65,535 of 80 bytes): Mosquitto answered 3 or 4 of the
+// about 200 PINGREQs that confirm acknowledgements during a drain of
+// 200,000 messages, so confirmations came from packet ids used again,
+// 65,535 arrivals late.
 func (l *ledger) leavesMemory(r *record) bool {
 	return l.finished(r) || r.QoS == 1 && r.ackSent
 }
