@@ -109,14 +109,13 @@ type Ingester struct {
 
 	received [3]prometheus.Counter // m.Received by QoS, looked up once
 
-	client   mqtt.Client
-	probe    *shareProbe // nil without a share group
-	queue    chan *arrival
-	room     *semaphore.Weighted // QueueBytes, taken by each arrival until its commit
-	stopped  context.Context     // done when shutdown begins (stop)
-	stop     context.CancelFunc
-	stopping <-chan struct{} // stopped.Done()
-	wakeup   chan struct{}   // cap 1: a connection has a release or a confirmation
+	client  mqtt.Client
+	probe   *shareProbe // nil without a share group
+	queue   chan *arrival
+	room    *semaphore.Weighted // QueueBytes, taken by each arrival until its commit
+	stopped context.Context     // done when shutdown begins (stop)
+	stop    context.CancelFunc
+	wakeup  chan struct{} // cap 1: a connection has a release or a confirmation
 
 	mu         sync.Mutex
 	connected  bool
@@ -175,7 +174,6 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		judged:  map[*wire]int64{},
 	}
 	i.stopped, i.stop = context.WithCancel(context.Background())
-	i.stopping = i.stopped.Done()
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))
 	}
@@ -397,7 +395,7 @@ func (i *Ingester) onConnect(c mqtt.Client) {
 			return
 		}
 		select {
-		case <-i.stopping:
+		case <-i.stopped.Done():
 			return
 		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
 		}
@@ -558,7 +556,7 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 		a.hash = contentHash(a.msg.Topic, payload)
 	}
 	select {
-	case <-i.stopping:
+	case <-i.stopped.Done():
 		// Not acknowledged: the broker redelivers it to the session.
 		i.m.RefusedWhileStopped.Inc()
 		return
@@ -574,7 +572,7 @@ func (i *Ingester) handle(_ mqtt.Client, msg mqtt.Message) {
 	select {
 	case i.queue <- a:
 		i.m.QueueDepth.Set(float64(len(i.queue)))
-	case <-i.stopping:
+	case <-i.stopped.Done():
 		i.room.Release(a.held)
 		i.m.RefusedWhileStopped.Inc()
 	}

@@ -541,6 +541,19 @@ func TestResetStoreGetsTheLedgerBack(t *testing.T) {
 	}
 }
 
+// commitPastKeep commits, on w, keepRecords+1000 QoS 1 arrivals with
+// packet ids 1 on and payloads m-0 on, and returns their number.
+func commitPastKeep(t *testing.T, i *Ingester, c *acks, w *wire) int {
+	t.Helper()
+	n := keepRecords + 1000
+	arrivals := make([]*arrival, n)
+	for k := range arrivals {
+		arrivals[k] = c.arrival(w, "t", fmt.Sprintf("m-%d", k), uint16(k+1), false)
+	}
+	mustCommit(t, i, arrivals...)
+	return n
+}
+
 // Finished records leave memory once keepRecords newer ones came; a
 // redelivery with such a packet id reads the record from the store and is
 // judged as it would have been.
@@ -548,12 +561,7 @@ func TestFinishedRecordsLeaveMemory(t *testing.T) {
 	i, fs, _ := newTestIngester(t)
 	var c acks
 	w1, _ := testWire(t, i, 1, true)
-	n := keepRecords + 1000
-	arrivals := make([]*arrival, n)
-	for k := range arrivals {
-		arrivals[k] = c.arrival(w1, "t", fmt.Sprintf("m-%d", k), uint16(k+1), false)
-	}
-	mustCommit(t, i, arrivals...)
+	n := commitPastKeep(t, i, &c, w1)
 	// The broker confirms every acknowledgement; then one more commit.
 	i.ledger.acked[1] = int64(n)
 	i.unsaved[1], i.unsavedSince = int64(n), time.Now()
@@ -584,12 +592,7 @@ func TestAcknowledgedRecordsLeaveMemory(t *testing.T) {
 	i, fs, _ := newTestIngester(t)
 	var c acks
 	w1, _ := testWire(t, i, 1, true)
-	n := keepRecords + 1000
-	arrivals := make([]*arrival, n)
-	for k := range arrivals {
-		arrivals[k] = c.arrival(w1, "t", fmt.Sprintf("m-%d", k), uint16(k+1), false)
-	}
-	mustCommit(t, i, arrivals...)
+	commitPastKeep(t, i, &c, w1)
 	if got := i.ledger.ids.count(); got > keepRecords {
 		t.Errorf("%d records in memory, want at most %d", got, keepRecords)
 	}

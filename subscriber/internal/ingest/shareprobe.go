@@ -136,7 +136,7 @@ func (i *Ingester) checkShareGroup(gen int, nonce string, back <-chan struct{}) 
 		select {
 		case <-back:
 			return
-		case <-i.stopping:
+		case <-i.stopped.Done():
 			return
 		case <-time.After(p.timeout):
 		}
