@@ -97,6 +97,7 @@ func Run(t *testing.T, o Opener) {
 	t.Run("DeleteBefore", func(t *testing.T) { testDeleteBefore(t, o) })
 	t.Run("Series", func(t *testing.T) { testSeries(t, o) })
 	t.Run("SeriesExtremes", func(t *testing.T) { testSeriesExtremes(t, o) })
+	t.Run("SeriesDense", func(t *testing.T) { testSeriesDense(t, o) })
 	t.Run("Topics", func(t *testing.T) { testTopics(t, o) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t, o).Ping(context.Background()); err != nil {

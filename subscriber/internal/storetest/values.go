@@ -240,6 +240,92 @@ func testSeriesExtremes(t *testing.T, o Opener) {
 	}
 }
 
+// testSeriesDense stores readings a few a second, as a sensor sends them:
+// commits that cross minute edges, a commit whose times go back before
+// the one stored before it (a share group's members, a clock set back),
+// readings of one microsecond in separate commits. Series, the newest
+// value in Topics and retention that cuts a minute in two must all give
+// what the rows say.
+func testSeriesDense(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	start := day0.Add(-90 * time.Second).Add(123 * time.Microsecond)
+	var msgs []store.Message
+	for i := range 900 { // 4 a second for 225 s
+		at := start.Add(time.Duration(i) * 250 * time.Millisecond)
+		msgs = append(msgs, reading("dense/a", fmt.Sprintf(`{"v": %d, "w": %d.25}`, i%50, i%7), at))
+	}
+	// Back in time: readings among the first ones', stored after them,
+	// some at the same microsecond as a stored one.
+	for i := range 40 {
+		at := start.Add(time.Duration(i*5) * time.Second)
+		if i%2 == 1 {
+			at = at.Add(17 * time.Millisecond)
+		}
+		msgs = append(msgs, reading("dense/a", fmt.Sprintf(`{"v": %d}`, 100+i), at))
+	}
+	// The newest microsecond twice, in two commits: the later one's value
+	// is the newest.
+	last := msgs[899].ReceivedAt
+	msgs = append(msgs, reading("dense/a", `{"v": -1}`, last), reading("dense/a", `{"v": -2}`, last))
+	for _, size := range []int{1, 333, 7, 200, 359, 40, 1, 1} {
+		mustInsert(t, s, msgs[:size]...)
+		msgs = msgs[size:]
+	}
+	msgs = msgs[:0:0]
+	stored := mustList(t, s, store.Query{Filter: "#", Limit: 10000})
+	if len(stored) != 942 {
+		t.Fatalf("%d rows stored, want 942", len(stored))
+	}
+	series := func(t *testing.T, kept []store.Message) {
+		t.Helper()
+		for _, q := range []store.SeriesQuery{
+			{Filter: "dense/a", Since: start.Add(-time.Hour), Until: start.Add(time.Hour), Step: time.Second},
+			{Filter: "dense/a", Since: start.Add(-time.Hour), Until: start.Add(time.Hour), Step: time.Minute},
+			{Filter: "dense/a", Field: "v", Since: day0.Add(-time.Minute), Until: day0.Add(time.Minute + 250*time.Millisecond), Step: 7 * time.Second},
+			{Filter: "dense/a", Since: day0.Add(-61 * time.Second), Until: day0.Add(-59 * time.Second), Step: time.Second},
+		} {
+			got, err := s.Series(ctx, q)
+			if err != nil {
+				t.Fatalf("series: %v", err)
+			}
+			if diff := sameSeries(got, referenceSeries(kept, q)); diff != "" {
+				t.Errorf("%s %s from %s to %s by %s: %s", q.Filter, q.Field, q.Since.Format(time.RFC3339Nano), q.Until.Format(time.RFC3339Nano), q.Step, diff)
+			}
+		}
+		tps, err := s.Topics(ctx, store.TopicQuery{Filter: "dense/a", Limit: 10})
+		if err != nil || len(tps) != 1 {
+			t.Fatalf("topics: %+v, %v", tps, err)
+		}
+		if got := fmt.Sprint(tps[0].Values); got != "[{v -2} {w 3.25}]" {
+			t.Errorf("newest values %s, want [{v -2} {w 3.25}]", got)
+		}
+	}
+	t.Run("stored", func(t *testing.T) { series(t, stored) })
+	t.Run("retention cuts a minute", func(t *testing.T) {
+		cutoff := day0.Add(-30*time.Second + 100*time.Millisecond)
+		for {
+			n, err := s.DeleteBefore(ctx, cutoff, 64)
+			if err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		var kept []store.Message
+		for _, m := range stored {
+			if !m.ReceivedAt.Before(cutoff) {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) == len(stored) || len(kept) == 0 {
+			t.Fatalf("the cutoff keeps %d of %d rows", len(kept), len(stored))
+		}
+		series(t, kept)
+	})
+}
+
 func testTopics(t *testing.T, o Opener) {
 	s := open(t, o)
 	ctx := context.Background()
