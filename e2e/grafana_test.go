@@ -106,8 +106,10 @@ func TestGrafanaValuesDashboardQueries(t *testing.T) {
 	// Grafana's macros and variables as Grafana expands them for a day's
 	// range and every value.
 	expand := strings.NewReplacer(
-		"$__timeGroupAlias(v.at, $__interval)", `floor(extract(epoch from v.at)/60)*60 AS "time"`,
-		"$__timeFilter(v.at)", "v.at BETWEEN now() - interval '1 day' AND now() + interval '1 minute'",
+		"$__timeGroupAlias(u.at, $__interval)", `floor(extract(epoch from u.at)/60)*60 AS "time"`,
+		"$__timeFilter(u.at)", "u.at BETWEEN now() - interval '1 day' AND now() + interval '1 minute'",
+		"$__timeFrom()", "(now() - interval '1 day')",
+		"$__timeTo()", "(now() + interval '1 minute')",
 		"$topic", "'living/room1/temperature','devices/7/env','living/room1/status'",
 		"$field", "'value','temp','env.hum'",
 	)

@@ -586,8 +586,15 @@ func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (
 			CROSS JOIN LATERAL (SELECT id, received_at FROM messages WHERE topic = d.name ORDER BY id LIMIT 1) f
 			CROSS JOIN LATERAL (SELECT id, received_at FROM messages WHERE topic = d.name ORDER BY id DESC LIMIT 1) l
 			WHERE t.name = d.name`, names, counts)
-		b.Queue(`DELETE FROM message_values v USING series s, unnest($1::text[], $2::timestamptz[]) AS d(name, upto)
-			WHERE s.topic = d.name AND v.series_id = s.id AND v.at <= d.upto`, names, ats)
+		// The chunks all of whose values go, then those with some left.
+		b.Queue(`DELETE FROM value_chunks c USING series s, unnest($1::text[], $2::timestamptz[]) AS d(name, upto)
+			WHERE s.topic = d.name AND c.series_id = s.id AND c.last_at <= d.upto`, names, ats)
+		b.Queue(`UPDATE value_chunks c SET (first_at, ats, message_ids, numbers) =
+				(SELECT min(u.at), array_agg(u.at), array_agg(u.message_id), array_agg(u.number)
+				FROM unnest(c.ats, c.message_ids, c.numbers) AS u(at, message_id, number) WHERE u.at > d.upto)
+			FROM series s, unnest($1::text[], $2::timestamptz[]) AS d(name, upto)
+			WHERE s.topic = d.name AND c.series_id = s.id
+				AND c.last_at > d.upto AND c.last_at < d.upto + $3::interval AND c.first_at <= d.upto`, names, ats, chunkSpan)
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {

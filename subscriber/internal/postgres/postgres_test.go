@@ -14,6 +14,7 @@ import (
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/pgtest"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/storetest"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/values"
 )
 
 func openFresh(tb testing.TB) store.Store {
@@ -219,6 +220,63 @@ func TestMigrateFillsValues(t *testing.T) {
 	}
 	defer b.Close()
 	storetest.CheckFilled(t, twoMembers{a, b}, old, 4)
+}
+
+// The values stored a row each before the chunks are in chunks after the
+// migration, and read the same.
+func TestMigrateMovesValuesIntoChunks(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if err := migrate(ctx, pool, migrations[:slices.Index(migrations, chunksSchema)]); err != nil {
+		pool.Close()
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	n := 0
+	for i := range old {
+		m := &old[i]
+		err := pool.QueryRow(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
+			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
+		if err != nil {
+			pool.Close()
+			t.Fatalf("insert old rows: %v", err)
+		}
+		// As the previous version stored them: a row a value.
+		for _, v := range values.Extract(nil, m.Payload) {
+			_, err := pool.Exec(ctx, `WITH s AS (INSERT INTO series (topic, field) VALUES ($1, $2)
+					ON CONFLICT (topic, field) DO UPDATE SET field = excluded.field RETURNING id)
+				INSERT INTO message_values (series_id, at, message_id, value) SELECT id, $3, $4, $5 FROM s`,
+				m.Topic, v.Field, m.ReceivedAt, m.ID, v.Number)
+			if err != nil {
+				pool.Close()
+				t.Fatalf("insert old values: %v", err)
+			}
+			n++
+		}
+	}
+	if _, err := pool.Exec(ctx, `UPDATE values_backfill SET next_id = last_id`); err != nil {
+		pool.Close()
+		t.Fatalf("backfill done: %v", err)
+	}
+	pool.Close()
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	var chunks, inChunks int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(cardinality(ats)), 0) FROM value_chunks`).Scan(&chunks, &inChunks); err != nil {
+		t.Fatalf("count chunks: %v", err)
+	}
+	if inChunks != n || chunks == 0 || chunks >= n {
+		t.Errorf("%d values in %d chunks, want the %d stored before in fewer chunks", inChunks, chunks, n)
+	}
+	storetest.CheckSeries(t, s, old)
 }
 
 // twoMembers is one store whose FillValues calls alternate between two

@@ -38,8 +38,8 @@ func nameConditions(col, filter string, first int) ([]string, []any) {
 }
 
 // Series returns the values of q's series as buckets: the catalog first,
-// then each series' range of message_values, in order, all queries in one
-// batch.
+// then each series' values out of its chunks that may hold some of the
+// range, in order, all queries in one batch.
 func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series, error) {
 	where, args := nameConditions("topic", q.Filter, 1)
 	if q.Field != "" {
@@ -76,8 +76,11 @@ func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series
 	}
 	var b pgx.Batch
 	for _, c := range cat {
-		b.Queue(`SELECT at, value FROM message_values
-			WHERE series_id = $1 AND at >= $2 AND at < $3 ORDER BY at, message_id`, c.id, since, until).Query(func(rows pgx.Rows) error {
+		b.Queue(`SELECT u.at, u.number FROM value_chunks c,
+				unnest(c.ats, c.message_ids, c.numbers) AS u(at, message_id, number)
+			WHERE c.series_id = $1 AND c.last_at >= $2 AND c.last_at < $3::timestamptz + $4::interval
+				AND u.at >= $2 AND u.at < $3
+			ORDER BY u.at, u.message_id`, c.id, since, until, chunkSpan).Query(func(rows pgx.Rows) error {
 			bk := store.NewBuckets(q.Step)
 			var at time.Time
 			var v float64
@@ -149,12 +152,15 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 		return err
 	})
 	// The newest value of each series of these topics (those between the
-	// first and the last of the page that match): one seek each.
+	// first and the last of the page that match): it is in a chunk whose
+	// last_at is the series' newest, one seek each.
 	where, args = nameConditions("s.topic", q.Filter, 3)
 	args = append([]any{out[0].Name, out[len(out)-1].Name}, args...)
 	b.Queue(`SELECT s.topic, s.field, v.value FROM series s
-		CROSS JOIN LATERAL (SELECT value FROM message_values WHERE series_id = s.id
-			ORDER BY at DESC, message_id DESC LIMIT 1) v
+		CROSS JOIN LATERAL (SELECT u.number AS value FROM value_chunks c,
+				unnest(c.ats, c.message_ids, c.numbers) AS u(at, message_id, number)
+			WHERE c.series_id = s.id AND c.last_at = (SELECT max(last_at) FROM value_chunks WHERE series_id = s.id)
+			ORDER BY u.at DESC, u.message_id DESC LIMIT 1) v
 		WHERE s.topic >= $1 AND s.topic <= $2 AND `+strings.Join(where, " AND ")+` ORDER BY s.topic, s.field`, args...).Query(func(rows pgx.Rows) error {
 		var name, field string
 		var v float64

@@ -156,18 +156,41 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 			}
 		}
 	}
+	// The chunks: the values of a series within one chunkSpan (counted
+	// from the Unix epoch), numbered in the order met.
+	type chunkKey struct{ series, span int64 }
+	number := map[chunkKey]int32{}
+	chunks := make([]int32, len(vals))
 	ats, mids, nums := make([]time.Time, len(vals)), make([]int64, len(vals)), make([]float64, len(vals))
 	for i, v := range vals {
-		ats[i], mids[i], nums[i] = msgs[v.Msg].ReceivedAt, ids[v.Msg], v.Number
+		at := msgs[v.Msg].ReceivedAt
+		k := chunkKey{sids[i], floorDiv(at.UnixMicro(), chunkSpan.Microseconds())}
+		n, ok := number[k]
+		if !ok {
+			n = int32(len(number))
+			number[k] = n
+		}
+		chunks[i], ats[i], mids[i], nums[i] = n, at, ids[v.Msg], v.Number
 	}
-	b.Queue(`INSERT INTO message_values (series_id, at, message_id, value)
-		SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::float8[])
-		WHERE 'series'::regclass::oid = $5`, sids, ats, mids, nums, oid).Exec(func(ct pgconn.CommandTag) error {
-		if ct.RowsAffected() != int64(len(vals)) {
+	b.Queue(`INSERT INTO value_chunks (series_id, first_at, last_at, ats, message_ids, numbers)
+		SELECT min(series_id), min(at), max(at), array_agg(at), array_agg(message_id), array_agg(number)
+		FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::float8[])
+			AS u(chunk, series_id, at, message_id, number)
+		WHERE 'series'::regclass::oid = $6 GROUP BY chunk`, chunks, sids, ats, mids, nums, oid).Exec(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() != int64(len(number)) {
 			s.series.reset()
 			return errStaleSeries
 		}
 		return nil
 	})
 	return f, nil
+}
+
+// floorDiv is the greatest integer not above a/b, for b > 0.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }

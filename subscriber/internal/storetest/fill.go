@@ -81,3 +81,19 @@ func CheckFilled(t *testing.T, s store.Store, old []store.Message, workers int) 
 		t.Errorf("after the backfill: %s", diff)
 	}
 }
+
+// CheckSeries compares what s answers of every series of msgs, by the hour
+// and by the minute, with what the rows say.
+func CheckSeries(t *testing.T, s store.Store, msgs []store.Message) {
+	t.Helper()
+	for _, step := range []time.Duration{time.Hour, time.Minute} {
+		q := store.SeriesQuery{Filter: "#", Since: day0.Add(-7 * time.Hour), Until: day0.Add(60 * time.Hour), Step: step}
+		got, err := s.Series(context.Background(), q)
+		if err != nil {
+			t.Fatalf("series: %v", err)
+		}
+		if diff := sameSeries(got, referenceSeries(msgs, q)); diff != "" {
+			t.Errorf("by %s: %s", step, diff)
+		}
+	}
+}
