@@ -1,11 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,7 +77,7 @@ func micros(t time.Time, def int64) int64 {
 }
 
 // Series returns the values of q's series as buckets, reading each series'
-// range of message_values in order on one reader connection.
+// chunks that may hold values of the range on one reader connection.
 func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series, error) {
 	conn, err := s.h.Load().r.Conn(ctx)
 	if err != nil {
@@ -89,30 +91,18 @@ func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series
 	if q.MaxSeries > 0 && len(cat) > q.MaxSeries {
 		return nil, fmt.Errorf("%s matches %d series, more than %d: %w", q.Filter, len(cat), q.MaxSeries, store.ErrTooManySeries)
 	}
-	stmt, err := conn.PrepareContext(ctx, `SELECT at, value FROM message_values
-		WHERE series_id = ? AND at >= ? AND at < ? ORDER BY at, message_id`)
+	stmt, err := conn.PrepareContext(ctx, `SELECT last_at, data FROM value_chunks
+		WHERE series_id = ? AND last_at >= ? AND last_at < ? ORDER BY last_at`)
 	if err != nil {
 		return nil, fmt.Errorf("series: %w", err)
 	}
 	defer stmt.Close()
 	since, until := micros(q.Since, math.MinInt64), micros(q.Until, math.MaxInt64)
+	span := chunkSpan.Microseconds()
 	out := []store.Series{}
 	for _, c := range cat {
 		b := store.NewBuckets(q.Step)
-		rows, err := stmt.QueryContext(ctx, c.id, since, until)
-		if err != nil {
-			return nil, fmt.Errorf("series %s %s: %w", c.topic, c.field, err)
-		}
-		var at int64
-		var v float64
-		for rows.Next() {
-			if err := rows.Scan(&at, &v); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("series %s %s: %w", c.topic, c.field, err)
-			}
-			b.Add(at, v)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		if err := readSeries(ctx, stmt, c.id, since, until, span, b); err != nil {
 			return nil, fmt.Errorf("series %s %s: %w", c.topic, c.field, err)
 		}
 		if pts := b.Points(); len(pts) > 0 {
@@ -120,6 +110,63 @@ func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series
 		}
 	}
 	return out, nil
+}
+
+// seriesWaiting is how many values readSeries gathers before it hands the
+// final ones on; a variable for the tests.
+var seriesWaiting = 4096
+
+// readSeries hands the values of series id in [since, until) to b in order
+// of time and message id. It reads the chunks by their last times; a value
+// of a chunk read later is later than that chunk's last time less span, so
+// the values read before it and earlier than that are final, and go to b
+// in order while the rest wait: what waits is about a span of the series.
+func readSeries(ctx context.Context, stmt *sql.Stmt, id, since, until, span int64, b *store.Buckets) error {
+	upper := until
+	if upper <= math.MaxInt64-span {
+		upper += span
+	} else {
+		upper = math.MaxInt64
+	}
+	rows, err := stmt.QueryContext(ctx, id, since, upper)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var waiting, chunk []valueRow
+	order := func(a, b valueRow) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.message, b.message)) }
+	flush := func(before int64) {
+		slices.SortFunc(waiting, order)
+		n := 0
+		for n < len(waiting) && waiting[n].at < before {
+			b.Add(waiting[n].at, waiting[n].value)
+			n++
+		}
+		waiting = append(waiting[:0], waiting[n:]...)
+	}
+	for rows.Next() {
+		var last int64
+		var data []byte
+		if err := rows.Scan(&last, &data); err != nil {
+			return err
+		}
+		if chunk, err = decodeChunk(chunk[:0], data); err != nil {
+			return err
+		}
+		for _, v := range chunk {
+			if v.at >= since && v.at < until {
+				waiting = append(waiting, v)
+			}
+		}
+		if len(waiting) >= seriesWaiting {
+			flush(last - span)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	flush(until) // every value left: they are all before until
+	return nil
 }
 
 // Topics returns the topics q selects with their newest message, then the
@@ -171,29 +218,48 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	for i := range out {
 		byName[out[i].Name] = &out[i]
 	}
-	// The newest value of each series of the page's topics: one seek per
-	// series through the primary key of message_values.
-	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field,
-		(SELECT value FROM message_values WHERE series_id = s.id ORDER BY at DESC, message_id DESC LIMIT 1)
-		FROM series s WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
+	// The newest value of each series of the page's topics: it is in a
+	// chunk whose last time is the series' newest, one seek per series
+	// through value_chunks_series_last.
+	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field, c.data FROM series s
+		JOIN value_chunks c ON c.series_id = s.id AND c.last_at = (SELECT max(last_at) FROM value_chunks WHERE series_id = s.id)
+		WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
 	if err != nil {
 		return nil, fmt.Errorf("topics: values: %w", err)
 	}
 	defer vrows.Close()
+	var newest *valueRow
+	var chunk []valueRow
+	var name, field string
+	add := func() {
+		if t := byName[name]; t != nil && newest != nil {
+			t.Values = append(t.Values, values.Value{Field: field, Number: newest.value})
+		}
+		newest = nil
+	}
 	for vrows.Next() {
-		var name sql.RawBytes
-		var field string
-		var v sql.NullFloat64
-		if err := vrows.Scan(&name, &field, &v); err != nil {
+		var topicName, fieldName string
+		var data []byte
+		if err := vrows.Scan(&topicName, &fieldName, &data); err != nil {
 			return nil, fmt.Errorf("topics: values: %w", err)
 		}
-		if t := byName[string(name)]; t != nil && v.Valid {
-			t.Values = append(t.Values, values.Value{Field: field, Number: v.Float64})
+		if topicName != name || fieldName != field {
+			add()
+			name, field = topicName, fieldName
+		}
+		if chunk, err = decodeChunk(chunk[:0], data); err != nil {
+			return nil, fmt.Errorf("topics: values: %w", err)
+		}
+		for _, v := range chunk {
+			if newest == nil || v.at > newest.at || v.at == newest.at && v.message > newest.message {
+				newest = &v
+			}
 		}
 	}
 	if err := vrows.Err(); err != nil {
 		return nil, fmt.Errorf("topics: values: %w", err)
 	}
+	add()
 	return out, nil
 }
 

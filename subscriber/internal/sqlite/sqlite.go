@@ -73,7 +73,7 @@ type handles struct {
 
 	inserts      [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
 	upserts      [len(chunkSizes)]*sql.Stmt // multi-row upserts of deliveries on w, by chunk size
-	valueInserts [len(chunkSizes)]*sql.Stmt // the same, of message_values
+	chunkInserts [len(chunkSizes)]*sql.Stmt // the same, of value_chunks
 	topicUpserts [len(chunkSizes)]*sql.Stmt // the counts of topics, by chunk size
 	series       seriesCache
 	topics       topicCache
@@ -186,8 +186,8 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 		if h.upserts[k], err = w.PrepareContext(ctx, upsertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare upsert of %d deliveries: %w", n, err), h.close())
 		}
-		if h.valueInserts[k], err = w.PrepareContext(ctx, valueInsertSQL(n)); err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare insert of %d values: %w", n, err), h.close())
+		if h.chunkInserts[k], err = w.PrepareContext(ctx, chunkInsertSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare insert of %d chunks of values: %w", n, err), h.close())
 		}
 		if h.topicUpserts[k], err = w.PrepareContext(ctx, topicUpsertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare the counts of %d topics: %w", n, err), h.close())
@@ -198,7 +198,7 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 
 func (h *handles) close() error {
 	errs := []error{h.stmts.close()}
-	for _, st := range append(append(append(h.inserts[:], h.upserts[:]...), h.valueInserts[:]...), h.topicUpserts[:]...) {
+	for _, st := range append(append(append(h.inserts[:], h.upserts[:]...), h.chunkInserts[:]...), h.topicUpserts[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -947,8 +947,7 @@ func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time, limit int) (
 		return 0, err
 	}
 	for topic, at := range upto {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM message_values
-			WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND at <= ?`, topic, at); err != nil {
+		if err := deleteValues(ctx, tx, topic, at); err != nil {
 			return 0, err
 		}
 	}

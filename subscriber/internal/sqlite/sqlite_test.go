@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/backfill"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/storetest"
+	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/values"
 )
 
 func openTemp(tb testing.TB) store.Store {
@@ -236,7 +238,7 @@ func TestMigrateFillsValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+	if err := migrate(ctx, db, migrations[:slices.Index(migrations, valuesSchema)]); err != nil {
 		t.Fatalf("previous schema: %v", err)
 	}
 	old := storetest.Telemetry()
@@ -268,6 +270,63 @@ func TestMigrateFillsValues(t *testing.T) {
 	}
 	defer s.Close()
 	storetest.CheckFilled(t, s, old, 2)
+}
+
+// A file whose values had a row each: the migration drops them, and
+// FillValues extracts them again into chunks.
+func TestMigrateFillsValueChunks(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messages.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if err := migrate(ctx, db, migrations[:slices.Index(migrations, chunksSchema)]); err != nil {
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	for i := range old {
+		m := &old[i]
+		res, err := db.ExecContext(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`,
+			m.Topic, m.Payload, m.ReceivedAt.UnixMicro())
+		if err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+		if m.ID, err = res.LastInsertId(); err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+		for _, v := range values.Extract(nil, m.Payload) {
+			if _, err := db.ExecContext(ctx, `INSERT INTO series (topic, field) VALUES (?, ?) ON CONFLICT DO NOTHING`, m.Topic, v.Field); err != nil {
+				t.Fatalf("insert old series: %v", err)
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO message_values (series_id, at, message_id, value)
+				SELECT id, ?, ?, ? FROM series WHERE topic = ? AND field = ?`, m.ReceivedAt.UnixMicro(), m.ID, v.Number, m.Topic, v.Field); err != nil {
+				t.Fatalf("insert old values: %v", err)
+			}
+		}
+	}
+	// As that version kept them: counted, and nothing left to fill.
+	if _, err := db.ExecContext(ctx, recountTopics+`; UPDATE values_backfill SET next_id = last_id`); err != nil {
+		t.Fatalf("count the old rows: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	storetest.CheckFilled(t, s, old, 2)
+}
+
+// Every query again with the values of a series handed on after each
+// chunk read (readSeries), not only at the end.
+func TestStoreSeriesWaitingOne(t *testing.T) {
+	defer func(n int) { seriesWaiting = n }(seriesWaiting)
+	seriesWaiting = 1
+	storetest.Run(t, openTemp)
 }
 
 func BenchmarkSeriesDay(b *testing.B)   { storetest.BenchmarkSeries(b, openTemp, 200000, 1000) }

@@ -4,10 +4,14 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
 )
@@ -48,28 +52,25 @@ func (c *seriesCache) add(ids map[seriesKey]int64) {
 	}
 }
 
-const valueColumns = 4
+const chunkColumns = 4
 
-// valueInsertSQL inserts rows values. OR FAIL spares SQLite the statement
-// journal of a multi-row insert (about 8 % of a batch's CPU, measured with
-// BenchmarkInsertBatch500): a statement that fails rolls back the whole
-// transaction anyway (commit), so what it inserted before failing goes too.
-func valueInsertSQL(rows int) string {
-	return `INSERT OR FAIL INTO message_values (series_id, at, message_id, value) VALUES ` +
+// chunkInsertSQL inserts rows chunks of values. OR FAIL spares SQLite the
+// statement journal of a multi-row insert (about 8 % of a batch's CPU,
+// measured with BenchmarkInsertBatch500 when values had a row each): a
+// statement that fails rolls back the whole transaction anyway (commit), so
+// what it inserted before failing goes too.
+func chunkInsertSQL(rows int) string {
+	return `INSERT OR FAIL INTO value_chunks (series_id, first_at, last_at, data) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
 }
 
-// insertValues stores vals, the values of msgs whose ids are ids, and
-// returns the series it created (for the cache, after the commit).
-//
-// The rows go in in the order of the table's key, series by series, rather
-// than message by message: a commit appends to the end of each of its
-// series' ranges, inside the B-tree, and a series' rows one after the other
-// find its page in the cache where rows of alternating series evicted and
-// read pages again. CPU a message in commits of 2000 messages of two
-// values, run alternately: over 100 topics 18.2 to 21.5 µs in arrival
-// order, 16.1 to 17.5 sorted; over 50 (BenchmarkInsertBatch2000) 13.7 to
-// 16.4 and 13.2 to 15.4.
+// chunkSpan bounds how far apart the values of one chunk may be
+// (chunksSchema).
+const chunkSpan = time.Minute
+
+// insertValues stores vals, the values of msgs whose ids are ids, as
+// chunks, and returns the series it created (for the cache, after the
+// commit).
 func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Message, ids []int64, vals []store.MessageValue) (map[seriesKey]int64, error) {
 	if len(vals) == 0 {
 		return nil, nil
@@ -97,29 +98,126 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 	slices.SortFunc(rows, func(a, b valueRow) int {
 		return cmp.Or(cmp.Compare(a.series, b.series), cmp.Compare(a.at, b.at), cmp.Compare(a.message, b.message))
 	})
-	args := make([]any, 0, min(len(vals), chunkSizes[0])*valueColumns)
-	for done := 0; done < len(vals); {
+	// Sorted, each chunk's values are a run of rows: the same series and
+	// span of chunkSpan since the epoch.
+	span := chunkSpan.Microseconds()
+	type chunk struct{ from, to int }
+	var chunks []chunk
+	for i := range rows {
+		if i == 0 || rows[i].series != rows[i-1].series || floorDiv(rows[i].at, span) != floorDiv(rows[i-1].at, span) {
+			chunks = append(chunks, chunk{i, i})
+		}
+		chunks[len(chunks)-1].to = i + 1
+	}
+	data := make([]byte, 0, len(rows)*valueBytes)
+	args := make([]any, 0, min(len(chunks), chunkSizes[0])*chunkColumns)
+	for done := 0; done < len(chunks); {
 		k := 0
-		for chunkSizes[k] > len(vals)-done {
+		for chunkSizes[k] > len(chunks)-done {
 			k++
 		}
 		n := chunkSizes[k]
 		args = args[:0]
-		for _, r := range rows[done : done+n] {
-			args = append(args, r.series, r.at, r.message, r.value)
+		for _, c := range chunks[done : done+n] {
+			run := rows[c.from:c.to]
+			start := len(data)
+			data = encodeChunk(data, run)
+			args = append(args, run[0].series, run[0].at, run[len(run)-1].at, data[start:])
 		}
-		if _, err := tx.StmtContext(ctx, h.valueInserts[k]).ExecContext(ctx, args...); err != nil {
-			return nil, fmt.Errorf("insert %d values: %w", n, err)
+		if _, err := tx.StmtContext(ctx, h.chunkInserts[k]).ExecContext(ctx, args...); err != nil {
+			return nil, fmt.Errorf("insert %d chunks of values: %w", n, err)
 		}
 		done += n
 	}
 	return created, nil
 }
 
-// valueRow is a row of message_values.
+// deleteValues deletes the values of topic's series up to upto (Unix
+// microseconds): the chunks all of whose values go, and those of the chunks
+// that upto cuts.
+func deleteValues(ctx context.Context, tx *sql.Tx, topic string, upto int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM value_chunks
+		WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND last_at <= ?`, topic, upto); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT rowid, data FROM value_chunks
+		WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND last_at > ? AND last_at < ? AND first_at <= ?`,
+		topic, upto, upto+chunkSpan.Microseconds(), upto)
+	if err != nil {
+		return err
+	}
+	type cut struct {
+		rowid int64
+		data  []byte
+	}
+	var cuts []cut
+	for rows.Next() {
+		var c cut
+		if err := rows.Scan(&c.rowid, &c.data); err != nil {
+			rows.Close()
+			return err
+		}
+		cuts = append(cuts, c)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return err
+	}
+	for _, c := range cuts {
+		vals, err := decodeChunk(nil, c.data)
+		if err != nil {
+			return err
+		}
+		kept := slices.DeleteFunc(vals, func(v valueRow) bool { return v.at <= upto })
+		if _, err := tx.ExecContext(ctx, `UPDATE value_chunks SET first_at = ?, data = ? WHERE rowid = ?`,
+			kept[0].at, encodeChunk(nil, kept), c.rowid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// valueRow is a value with its series and message.
 type valueRow struct {
 	series, at, message int64
 	value               float64
+}
+
+// valueBytes is the size of a value in a chunk's data.
+const valueBytes = 24
+
+// encodeChunk appends the values of rows (their times, message ids and
+// numbers) to b.
+func encodeChunk(b []byte, rows []valueRow) []byte {
+	for _, r := range rows {
+		b = binary.LittleEndian.AppendUint64(b, uint64(r.at))
+		b = binary.LittleEndian.AppendUint64(b, uint64(r.message))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(r.value))
+	}
+	return b
+}
+
+// decodeChunk appends the values of data to rows, with series 0.
+func decodeChunk(rows []valueRow, data []byte) ([]valueRow, error) {
+	if len(data)%valueBytes != 0 {
+		return rows, fmt.Errorf("a chunk of values of %d bytes, not a multiple of %d", len(data), valueBytes)
+	}
+	for ; len(data) > 0; data = data[valueBytes:] {
+		rows = append(rows, valueRow{
+			at:      int64(binary.LittleEndian.Uint64(data)),
+			message: int64(binary.LittleEndian.Uint64(data[8:])),
+			value:   math.Float64frombits(binary.LittleEndian.Uint64(data[16:])),
+		})
+	}
+	return rows, nil
+}
+
+// floorDiv is the greatest integer not above a/b, for b > 0.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }
 
 // seriesID returns the id of k, creating the series if need be.
