@@ -32,7 +32,7 @@ func BenchmarkInsertPayload(b *testing.B, o Opener, size int, payload []byte) {
 		for j := range batch {
 			batch[j] = store.Message{
 				Topic: fmt.Sprintf("bench/room%d/temperature", j%50), Payload: payload, QoS: 1,
-				ReceivedAt: time.Now(), ClientID: "bench", PacketID: uint16(i*size + j),
+				ReceivedAt: time.Now(), ClientID: "bench", PacketID: uint16(i*size + j), BatchKey: int64(i + 1),
 			}
 		}
 		if err := s.Insert(ctx, batch); err != nil {
