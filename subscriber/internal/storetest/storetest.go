@@ -421,6 +421,13 @@ func testBatchIDs(t *testing.T, o Opener) {
 	mustInsert(t, s, keyed(0, "old/a", "old/b")...)
 	b1 := mustInsert(t, s, keyed(k1, "a", "b", "c")...)
 	b2 := mustInsert(t, s, keyed(k2, "d")...)
+	// Keyed or not, a row's topic is found by a wildcard.
+	if got := mustList(t, s, store.Query{Filter: "#", Limit: 10}); len(got) != 6 {
+		t.Errorf("# lists %d rows, want 6", len(got))
+	}
+	if got := mustList(t, s, store.Query{Filter: "+", Limit: 10}); len(got) != 4 {
+		t.Errorf("+ lists %d rows, want a, b, c and d", len(got))
+	}
 	tests := []struct {
 		name string
 		key  int64
