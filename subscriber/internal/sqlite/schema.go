@@ -169,17 +169,22 @@ const valuesSchema = `CREATE TABLE series (
 // topics writes about 200 rows instead of 4,000 (docs/performance.md). A
 // chunk spans less than chunkSpan, so the chunks of a series that hold
 // values of [since, until) are those with last_at in [since, until +
-// chunkSpan): one range of value_chunks_series_last. The values stored
+// chunkSpan): one range of the key. The table is clustered on it (WITHOUT
+// ROWID), as message_values was: a series' chunks are neighbours, where in
+// a table of rowids each chunk of a slow series (one value a commit) was
+// on a page of its own. first_id, the chunk's first message id, keeps two
+// chunks whose values have one time apart. The values stored
 // before are extracted again from their messages, in the background
 // (values_backfill from the first id on), as after the upgrade that
 // brought values.
 const chunksSchema = `CREATE TABLE value_chunks (
 		series_id INTEGER NOT NULL,
-		first_at  INTEGER NOT NULL, -- Unix microseconds
-		last_at   INTEGER NOT NULL,
-		data      BLOB    NOT NULL
-	);
-	CREATE INDEX value_chunks_series_last ON value_chunks (series_id, last_at);
+		last_at   INTEGER NOT NULL, -- Unix microseconds
+		first_id  INTEGER NOT NULL,
+		first_at  INTEGER NOT NULL,
+		data      BLOB    NOT NULL,
+		PRIMARY KEY (series_id, last_at, first_id)
+	) WITHOUT ROWID;
 	DROP TABLE message_values;
 	UPDATE values_backfill SET next_id = 0, last_id = (SELECT coalesce(max(id), 0) FROM messages)`
 

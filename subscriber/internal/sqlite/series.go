@@ -134,6 +134,7 @@ func readSeries(ctx context.Context, stmt *sql.Stmt, id, since, until, span int6
 	}
 	defer rows.Close()
 	var waiting, chunk []valueRow
+	limit := seriesWaiting
 	order := func(a, b valueRow) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.message, b.message)) }
 	flush := func(before int64) {
 		slices.SortFunc(waiting, order)
@@ -158,8 +159,11 @@ func readSeries(ctx context.Context, stmt *sql.Stmt, id, since, until, span int6
 				waiting = append(waiting, v)
 			}
 		}
-		if len(waiting) >= seriesWaiting {
+		if len(waiting) >= limit {
 			flush(last - span)
+			// A series denser than seriesWaiting values a span waits for
+			// twice what is left, not for every chunk: sorted once each.
+			limit = max(seriesWaiting, 2*len(waiting))
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -220,7 +224,7 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	}
 	// The newest value of each series of the page's topics: it is in a
 	// chunk whose last time is the series' newest, one seek per series
-	// through value_chunks_series_last.
+	// through the key of value_chunks.
 	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field, c.data FROM series s
 		JOIN value_chunks c ON c.series_id = s.id AND c.last_at = (SELECT max(last_at) FROM value_chunks WHERE series_id = s.id)
 		WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
