@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -259,7 +260,10 @@ func TestMigrateMovesValuesIntoChunks(t *testing.T) {
 			n++
 		}
 	}
-	if _, err := pool.Exec(ctx, `UPDATE values_backfill SET next_id = last_id`); err != nil {
+	// As that version kept them: counted, and nothing left to fill.
+	if _, err := pool.Exec(ctx, `INSERT INTO topics (name, count, first_id, first_at, last_id, last_at)
+		SELECT topic, count(*), min(id), min(received_at), max(id), max(received_at) FROM messages GROUP BY topic;
+		UPDATE values_backfill SET next_id = last_id`); err != nil {
 		pool.Close()
 		t.Fatalf("backfill done: %v", err)
 	}
@@ -277,6 +281,30 @@ func TestMigrateMovesValuesIntoChunks(t *testing.T) {
 		t.Errorf("%d values in %d chunks, want the %d stored before in fewer chunks", inChunks, chunks, n)
 	}
 	storetest.CheckSeries(t, s, old)
+	// The newest value of each field, by time and then id.
+	want := map[string]float64{}
+	newest := map[string][2]int64{}
+	for _, m := range old {
+		for _, v := range values.Extract(nil, m.Payload) {
+			k, at := m.Topic+" "+v.Field, m.ReceivedAt.UnixMicro()
+			if n, ok := newest[k]; !ok || at > n[0] || at == n[0] && m.ID > n[1] {
+				newest[k], want[k] = [2]int64{at, m.ID}, v.Number
+			}
+		}
+	}
+	tps, err := s.Topics(ctx, store.TopicQuery{Filter: "#", Limit: 100})
+	if err != nil {
+		t.Fatalf("topics: %v", err)
+	}
+	got := map[string]float64{}
+	for _, tp := range tps {
+		for _, v := range tp.Values {
+			got[tp.Name+" "+v.Field] = v.Number
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("newest values %v, want %v", got, want)
+	}
 }
 
 // twoMembers is one store whose FillValues calls alternate between two

@@ -154,19 +154,26 @@ const valuesSchema = `CREATE TABLE series (
 // of a series that hold values of [since, until) are those with last_at in
 // [since, until + chunkSpan): one range of value_chunks_series_last.
 // Readers sort the values they take out of the chunks by (at, message_id),
-// the order GET /series folds them in. The view readings keeps its columns.
+// the order GET /series folds them in. last_message_id and last_number are
+// the newest value's (of those at last_at, the one stored last), so that
+// the index's order is that of the newest values and GET /topics takes a
+// series' newest from one seek, without opening the arrays. The view
+// readings keeps its columns.
 const chunksSchema = `CREATE TABLE value_chunks (
-		series_id   bigint             NOT NULL,
-		first_at    timestamptz        NOT NULL,
-		last_at     timestamptz        NOT NULL,
-		ats         timestamptz[]      NOT NULL,
-		message_ids bigint[]           NOT NULL,
-		numbers     double precision[] NOT NULL
+		series_id       bigint             NOT NULL,
+		first_at        timestamptz        NOT NULL,
+		last_at         timestamptz        NOT NULL,
+		last_message_id bigint             NOT NULL,
+		last_number     double precision   NOT NULL,
+		ats             timestamptz[]      NOT NULL,
+		message_ids     bigint[]           NOT NULL,
+		numbers         double precision[] NOT NULL
 	);
-	CREATE INDEX value_chunks_series_last ON value_chunks (series_id, last_at);
-	INSERT INTO value_chunks (series_id, first_at, last_at, ats, message_ids, numbers)
-		SELECT series_id, min(at), max(at), array_agg(at ORDER BY at, message_id),
-			array_agg(message_id ORDER BY at, message_id), array_agg(value ORDER BY at, message_id)
+	CREATE INDEX value_chunks_series_last ON value_chunks (series_id, last_at, last_message_id);
+	INSERT INTO value_chunks (series_id, first_at, last_at, last_message_id, last_number, ats, message_ids, numbers)
+		SELECT series_id, min(at), max(at),
+			(array_agg(message_id ORDER BY at DESC, message_id DESC))[1], (array_agg(value ORDER BY at DESC, message_id DESC))[1],
+			array_agg(at ORDER BY at, message_id), array_agg(message_id ORDER BY at, message_id), array_agg(value ORDER BY at, message_id)
 		FROM message_values GROUP BY series_id, floor(extract(epoch FROM at) / 60);
 	DROP VIEW readings;
 	DROP TABLE message_values;

@@ -152,15 +152,12 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 		return err
 	})
 	// The newest value of each series of these topics (those between the
-	// first and the last of the page that match): it is in a chunk whose
-	// last_at is the series' newest, one seek each.
+	// first and the last of the page that match): one seek each.
 	where, args = nameConditions("s.topic", q.Filter, 3)
 	args = append([]any{out[0].Name, out[len(out)-1].Name}, args...)
 	b.Queue(`SELECT s.topic, s.field, v.value FROM series s
-		CROSS JOIN LATERAL (SELECT u.number AS value FROM value_chunks c,
-				unnest(c.ats, c.message_ids, c.numbers) AS u(at, message_id, number)
-			WHERE c.series_id = s.id AND c.last_at = (SELECT max(last_at) FROM value_chunks WHERE series_id = s.id)
-			ORDER BY u.at DESC, u.message_id DESC LIMIT 1) v
+		CROSS JOIN LATERAL (SELECT last_number AS value FROM value_chunks WHERE series_id = s.id
+			ORDER BY last_at DESC, last_message_id DESC LIMIT 1) v
 		WHERE s.topic >= $1 AND s.topic <= $2 AND `+strings.Join(where, " AND ")+` ORDER BY s.topic, s.field`, args...).Query(func(rows pgx.Rows) error {
 		var name, field string
 		var v float64

@@ -162,6 +162,7 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 	number := map[chunkKey]int32{}
 	chunks := make([]int32, len(vals))
 	ats, mids, nums := make([]time.Time, len(vals)), make([]int64, len(vals)), make([]float64, len(vals))
+	var newest []int // of each chunk, the index in vals of its newest value
 	for i, v := range vals {
 		at := msgs[v.Msg].ReceivedAt
 		k := chunkKey{sids[i], floorDiv(at.UnixMicro(), chunkSpan.Microseconds())}
@@ -169,14 +170,23 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 		if !ok {
 			n = int32(len(number))
 			number[k] = n
+			newest = append(newest, i)
 		}
 		chunks[i], ats[i], mids[i], nums[i] = n, at, ids[v.Msg], v.Number
+		if j := newest[n]; at.UnixMicro() > ats[j].UnixMicro() || at.UnixMicro() == ats[j].UnixMicro() && mids[i] > mids[j] {
+			newest[n] = i
+		}
 	}
-	b.Queue(`INSERT INTO value_chunks (series_id, first_at, last_at, ats, message_ids, numbers)
-		SELECT min(series_id), min(at), max(at), array_agg(at), array_agg(message_id), array_agg(number)
+	lastIDs, lastNums := make([]int64, len(newest)), make([]float64, len(newest))
+	for n, i := range newest {
+		lastIDs[n], lastNums[n] = mids[i], nums[i]
+	}
+	b.Queue(`INSERT INTO value_chunks (series_id, first_at, last_at, last_message_id, last_number, ats, message_ids, numbers)
+		SELECT min(series_id), min(at), max(at), ($7::bigint[])[chunk + 1], ($8::float8[])[chunk + 1],
+			array_agg(at), array_agg(message_id), array_agg(number)
 		FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::float8[])
 			AS u(chunk, series_id, at, message_id, number)
-		WHERE 'series'::regclass::oid = $6 GROUP BY chunk`, chunks, sids, ats, mids, nums, oid).Exec(func(ct pgconn.CommandTag) error {
+		WHERE 'series'::regclass::oid = $6 GROUP BY chunk`, chunks, sids, ats, mids, nums, oid, lastIDs, lastNums).Exec(func(ct pgconn.CommandTag) error {
 		if ct.RowsAffected() != int64(len(number)) {
 			s.series.reset()
 			return errStaleSeries

@@ -172,18 +172,22 @@ const valuesSchema = `CREATE TABLE series (
 // chunkSpan): one range of the key. The table is clustered on it (WITHOUT
 // ROWID), as message_values was: a series' chunks are neighbours, where in
 // a table of rowids each chunk of a slow series (one value a commit) was
-// on a page of its own. first_id, the chunk's first message id, keeps two
-// chunks whose values have one time apart. The values stored
+// on a page of its own. last_id and last_number are the newest value's
+// message id and number (of those at last_at, the one stored last): the
+// key's order is then the order of the newest values, and GET /topics
+// takes a series' newest from one seek, as before the chunks; last_id also
+// keeps apart two chunks whose last values have one time. The values stored
 // before are extracted again from their messages, in the background
 // (values_backfill from the first id on), as after the upgrade that
 // brought values.
 const chunksSchema = `CREATE TABLE value_chunks (
 		series_id INTEGER NOT NULL,
-		last_at   INTEGER NOT NULL, -- Unix microseconds
-		first_id  INTEGER NOT NULL,
-		first_at  INTEGER NOT NULL,
-		data      BLOB    NOT NULL,
-		PRIMARY KEY (series_id, last_at, first_id)
+		last_at     INTEGER NOT NULL, -- Unix microseconds
+		last_id     INTEGER NOT NULL,
+		last_number REAL    NOT NULL,
+		first_at    INTEGER NOT NULL,
+		data        BLOB    NOT NULL,
+		PRIMARY KEY (series_id, last_at, last_id)
 	) WITHOUT ROWID;
 	DROP TABLE message_values;
 	UPDATE values_backfill SET next_id = 0, last_id = (SELECT coalesce(max(id), 0) FROM messages)`

@@ -222,48 +222,29 @@ func (s *Store) Topics(ctx context.Context, q store.TopicQuery) ([]store.Topic, 
 	for i := range out {
 		byName[out[i].Name] = &out[i]
 	}
-	// The newest value of each series of the page's topics: it is in a
-	// chunk whose last time is the series' newest, one seek per series
-	// through the key of value_chunks.
-	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field, c.data FROM series s
-		JOIN value_chunks c ON c.series_id = s.id AND c.last_at = (SELECT max(last_at) FROM value_chunks WHERE series_id = s.id)
-		WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
+	// The newest value of each series of the page's topics: one seek per
+	// series through the key of value_chunks.
+	vrows, err := conn.QueryContext(ctx, `SELECT s.topic, s.field,
+		(SELECT last_number FROM value_chunks WHERE series_id = s.id ORDER BY last_at DESC, last_id DESC LIMIT 1)
+		FROM series s WHERE s.topic >= ? AND s.topic <= ? ORDER BY s.topic, s.field`, out[0].Name, out[len(out)-1].Name)
 	if err != nil {
 		return nil, fmt.Errorf("topics: values: %w", err)
 	}
 	defer vrows.Close()
-	var newest *valueRow
-	var chunk []valueRow
-	var name, field string
-	add := func() {
-		if t := byName[name]; t != nil && newest != nil {
-			t.Values = append(t.Values, values.Value{Field: field, Number: newest.value})
-		}
-		newest = nil
-	}
 	for vrows.Next() {
-		var topicName, fieldName string
-		var data []byte
-		if err := vrows.Scan(&topicName, &fieldName, &data); err != nil {
+		var name sql.RawBytes
+		var field string
+		var v sql.NullFloat64
+		if err := vrows.Scan(&name, &field, &v); err != nil {
 			return nil, fmt.Errorf("topics: values: %w", err)
 		}
-		if topicName != name || fieldName != field {
-			add()
-			name, field = topicName, fieldName
-		}
-		if chunk, err = decodeChunk(chunk[:0], data); err != nil {
-			return nil, fmt.Errorf("topics: values: %w", err)
-		}
-		for _, v := range chunk {
-			if newest == nil || v.at > newest.at || v.at == newest.at && v.message > newest.message {
-				newest = &v
-			}
+		if t := byName[string(name)]; t != nil && v.Valid {
+			t.Values = append(t.Values, values.Value{Field: field, Number: v.Float64})
 		}
 	}
 	if err := vrows.Err(); err != nil {
 		return nil, fmt.Errorf("topics: values: %w", err)
 	}
-	add()
 	return out, nil
 }
 

@@ -52,7 +52,7 @@ func (c *seriesCache) add(ids map[seriesKey]int64) {
 	}
 }
 
-const chunkColumns = 5
+const chunkColumns = 6
 
 // chunkInsertSQL inserts rows chunks of values. OR FAIL spares SQLite the
 // statement journal of a multi-row insert (about 8 % of a batch's CPU,
@@ -60,8 +60,8 @@ const chunkColumns = 5
 // statement that fails rolls back the whole transaction anyway (commit), so
 // what it inserted before failing goes too.
 func chunkInsertSQL(rows int) string {
-	return `INSERT OR FAIL INTO value_chunks (series_id, last_at, first_id, first_at, data) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?),", rows), ",")
+	return `INSERT OR FAIL INTO value_chunks (series_id, last_at, last_id, last_number, first_at, data) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", rows), ",")
 }
 
 // chunkSpan bounds how far apart the values of one chunk may be
@@ -122,11 +122,8 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 			run := rows[c.from:c.to]
 			start := len(data)
 			data = encodeChunk(data, run)
-			first := run[0].message
-			for _, r := range run {
-				first = min(first, r.message)
-			}
-			args = append(args, run[0].series, run[len(run)-1].at, first, run[0].at, data[start:])
+			last := run[len(run)-1] // the newest: the run is by time, then id
+			args = append(args, last.series, last.at, last.message, last.value, run[0].at, data[start:])
 		}
 		if _, err := tx.StmtContext(ctx, h.chunkInserts[k]).ExecContext(ctx, args...); err != nil {
 			return nil, fmt.Errorf("insert %d chunks of values: %w", n, err)
@@ -144,20 +141,20 @@ func deleteValues(ctx context.Context, tx *sql.Tx, topic string, upto int64) err
 		WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND last_at <= ?`, topic, upto); err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT series_id, last_at, first_id, data FROM value_chunks
+	rows, err := tx.QueryContext(ctx, `SELECT series_id, last_at, last_id, data FROM value_chunks
 		WHERE series_id IN (SELECT id FROM series WHERE topic = ?) AND last_at > ? AND last_at < ? AND first_at <= ?`,
 		topic, upto, upto+chunkSpan.Microseconds(), upto)
 	if err != nil {
 		return err
 	}
 	type cut struct {
-		series, last, first int64
-		data                []byte
+		series, lastAt, lastID int64
+		data                   []byte
 	}
 	var cuts []cut
 	for rows.Next() {
 		var c cut
-		if err := rows.Scan(&c.series, &c.last, &c.first, &c.data); err != nil {
+		if err := rows.Scan(&c.series, &c.lastAt, &c.lastID, &c.data); err != nil {
 			rows.Close()
 			return err
 		}
@@ -173,8 +170,8 @@ func deleteValues(ctx context.Context, tx *sql.Tx, topic string, upto int64) err
 		}
 		kept := slices.DeleteFunc(vals, func(v valueRow) bool { return v.at <= upto })
 		if _, err := tx.ExecContext(ctx, `UPDATE value_chunks SET first_at = ?, data = ?
-			WHERE series_id = ? AND last_at = ? AND first_id = ?`,
-			kept[0].at, encodeChunk(nil, kept), c.series, c.last, c.first); err != nil {
+			WHERE series_id = ? AND last_at = ? AND last_id = ?`,
+			kept[0].at, encodeChunk(nil, kept), c.series, c.lastAt, c.lastID); err != nil {
 			return err
 		}
 	}
