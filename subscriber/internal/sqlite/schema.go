@@ -162,10 +162,10 @@ const valuesSchema = `CREATE TABLE series (
 
 // chunksSchema moves the values from a row each into chunks: a row of
 // value_chunks holds the values of one series that one commit stored within
-// one minute (chunkSpan), packed into data (package-level encodeChunk:
-// 24 bytes a value, its time in Unix microseconds, its message's id and
-// the number, little-endian, ordered by time and id), with the earliest and
-// latest of the times. A commit of 2,000 messages of two values over 100
+// one minute (chunkSpan), packed into data (encodeChunk: 24 bytes a
+// value, its time in Unix microseconds, its message's id and the number,
+// little-endian, ordered by time and id), with the earliest and latest of
+// the times. A chunk of one value has no data: the value is its last. A commit of 2,000 messages of two values over 100
 // topics writes about 200 rows instead of 4,000 (docs/performance.md). A
 // chunk spans less than chunkSpan, so the chunks of a series that hold
 // values of [since, until) are those with last_at in [since, until +

@@ -91,7 +91,7 @@ func (s *Store) Series(ctx context.Context, q store.SeriesQuery) ([]store.Series
 	if q.MaxSeries > 0 && len(cat) > q.MaxSeries {
 		return nil, fmt.Errorf("%s matches %d series, more than %d: %w", q.Filter, len(cat), q.MaxSeries, store.ErrTooManySeries)
 	}
-	stmt, err := conn.PrepareContext(ctx, `SELECT last_at, data FROM value_chunks
+	stmt, err := conn.PrepareContext(ctx, `SELECT last_at, last_id, last_number, data FROM value_chunks
 		WHERE series_id = ? AND last_at >= ? AND last_at < ? ORDER BY last_at`)
 	if err != nil {
 		return nil, fmt.Errorf("series: %w", err)
@@ -146,12 +146,13 @@ func readSeries(ctx context.Context, stmt *sql.Stmt, id, since, until, span int6
 		waiting = append(waiting[:0], waiting[n:]...)
 	}
 	for rows.Next() {
-		var last int64
+		var last, lastID int64
+		var lastNumber float64
 		var data []byte
-		if err := rows.Scan(&last, &data); err != nil {
+		if err := rows.Scan(&last, &lastID, &lastNumber, &data); err != nil {
 			return err
 		}
-		if chunk, err = decodeChunk(chunk[:0], data); err != nil {
+		if chunk, err = chunkValues(chunk[:0], last, lastID, lastNumber, data); err != nil {
 			return err
 		}
 		for _, v := range chunk {

@@ -120,10 +120,18 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 		args = args[:0]
 		for _, c := range chunks[done : done+n] {
 			run := rows[c.from:c.to]
-			start := len(data)
-			data = encodeChunk(data, run)
 			last := run[len(run)-1] // the newest: the run is by time, then id
-			args = append(args, last.series, last.at, last.message, last.value, run[0].at, data[start:])
+			// A chunk of one value is its last value and no data: a slow
+			// series' row is no bigger than a row a value was.
+			var packed []byte
+			if len(run) > 1 {
+				start := len(data)
+				data = encodeChunk(data, run)
+				packed = data[start:]
+			} else {
+				packed = []byte{}
+			}
+			args = append(args, last.series, last.at, last.message, last.value, run[0].at, packed)
 		}
 		if _, err := tx.StmtContext(ctx, h.chunkInserts[k]).ExecContext(ctx, args...); err != nil {
 			return nil, fmt.Errorf("insert %d chunks of values: %w", n, err)
@@ -169,6 +177,9 @@ func deleteValues(ctx context.Context, tx *sql.Tx, topic string, upto int64) err
 			return err
 		}
 		kept := slices.DeleteFunc(vals, func(v valueRow) bool { return v.at <= upto })
+		if len(kept) == 0 { // not a chunk the select can find: its last is after upto
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE value_chunks SET first_at = ?, data = ?
 			WHERE series_id = ? AND last_at = ? AND last_id = ?`,
 			kept[0].at, encodeChunk(nil, kept), c.series, c.lastAt, c.lastID); err != nil {
@@ -196,6 +207,15 @@ func encodeChunk(b []byte, rows []valueRow) []byte {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(r.value))
 	}
 	return b
+}
+
+// chunkValues appends the values of a chunk to rows, with series 0: those
+// packed in data, or, if it is empty, the one value of the chunk, its last.
+func chunkValues(rows []valueRow, lastAt, lastID int64, lastNumber float64, data []byte) ([]valueRow, error) {
+	if len(data) == 0 {
+		return append(rows, valueRow{at: lastAt, message: lastID, value: lastNumber}), nil
+	}
+	return decodeChunk(rows, data)
 }
 
 // decodeChunk appends the values of data to rows, with series 0.
