@@ -272,7 +272,6 @@ func testSeriesDense(t *testing.T, o Opener) {
 		mustInsert(t, s, msgs[:size]...)
 		msgs = msgs[size:]
 	}
-	msgs = msgs[:0:0]
 	stored := mustList(t, s, store.Query{Filter: "#", Limit: 10000})
 	if len(stored) != 942 {
 		t.Fatalf("%d rows stored, want 942", len(stored))
