@@ -522,7 +522,10 @@ func TestSubscriberSaysWhyItCannotConnect(t *testing.T) {
 		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
 	}
 	b := harness.StartBroker(t, harness.WithConfig("allow_anonymous false", "password_file "+file))
-	// A port that accepts and closes without a word of MQTT.
+	// A port that accepts and closes without a word of MQTT. It reads the
+	// CONNECT first: closed with the CONNECT unread, the connection is
+	// reset, and the client may see "connection reset by peer" instead of
+	// the end of the stream.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -534,7 +537,11 @@ func TestSubscriberSaysWhyItCannotConnect(t *testing.T) {
 			if err != nil {
 				return
 			}
-			c.Close()
+			go func() {
+				defer c.Close()
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = c.Read(make([]byte, 4096))
+			}()
 		}
 	}()
 	tests := []struct {
