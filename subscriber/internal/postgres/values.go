@@ -165,7 +165,7 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 	var newest []int // of each chunk, the index in vals of its newest value
 	for i, v := range vals {
 		at := msgs[v.Msg].ReceivedAt
-		k := chunkKey{sids[i], floorDiv(at.UnixMicro(), chunkSpan.Microseconds())}
+		k := chunkKey{sids[i], store.FloorDiv(at.UnixMicro(), chunkSpan.Microseconds())}
 		n, ok := number[k]
 		if !ok {
 			n = int32(len(number))
@@ -194,13 +194,4 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 		return nil
 	})
 	return f, nil
-}
-
-// floorDiv is the greatest integer not above a/b, for b > 0.
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b < 0 {
-		q--
-	}
-	return q
 }

@@ -104,7 +104,7 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 	type chunk struct{ from, to int }
 	var chunks []chunk
 	for i := range rows {
-		if i == 0 || rows[i].series != rows[i-1].series || floorDiv(rows[i].at, span) != floorDiv(rows[i-1].at, span) {
+		if i == 0 || rows[i].series != rows[i-1].series || store.FloorDiv(rows[i].at, span) != store.FloorDiv(rows[i-1].at, span) {
 			chunks = append(chunks, chunk{i, i})
 		}
 		chunks[len(chunks)-1].to = i + 1
@@ -231,15 +231,6 @@ func decodeChunk(rows []valueRow, data []byte) ([]valueRow, error) {
 		})
 	}
 	return rows, nil
-}
-
-// floorDiv is the greatest integer not above a/b, for b > 0.
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b < 0 {
-		q--
-	}
-	return q
 }
 
 // seriesID returns the id of k, creating the series if need be.

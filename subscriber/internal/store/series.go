@@ -55,12 +55,16 @@ func BucketStart(t time.Time, step time.Duration) time.Time {
 }
 
 // floor is the greatest multiple of step not above us (before 1970 too).
-func floor(us, step int64) int64 {
-	b := us - us%step
-	if us%step < 0 {
-		b -= step
+func floor(us, step int64) int64 { return FloorDiv(us, step) * step }
+
+// FloorDiv is the greatest integer not above a/b, for b > 0 (a/b rounds
+// towards zero): the index of the span of b that holds a.
+func FloorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
 	}
-	return b
+	return q
 }
 
 // Buckets folds the values of one series into Points. The stores read a
