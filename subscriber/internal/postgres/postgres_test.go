@@ -184,26 +184,8 @@ func TestIdleTransactionTimeout(t *testing.T) {
 func TestMigrateFillsValues(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Database(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
 	// The schema before the values.
-	if err := migrate(ctx, pool, migrations[:slices.Index(migrations, valuesSchema)]); err != nil {
-		pool.Close()
-		t.Fatalf("previous schema: %v", err)
-	}
-	old := storetest.Telemetry()
-	for i := range old {
-		m := &old[i]
-		err := pool.QueryRow(ctx, `INSERT INTO messages
-			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
-			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
-		if err != nil {
-			pool.Close()
-			t.Fatalf("insert old rows: %v", err)
-		}
-	}
+	pool, old := olderDatabase(t, url, valuesSchema)
 	// As the previous version kept them.
 	if _, err := pool.Exec(ctx, `INSERT INTO topics (name) SELECT DISTINCT topic FROM messages`); err != nil {
 		pool.Close()
@@ -228,25 +210,9 @@ func TestMigrateFillsValues(t *testing.T) {
 func TestMigrateMovesValuesIntoChunks(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Database(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if err := migrate(ctx, pool, migrations[:slices.Index(migrations, chunksSchema)]); err != nil {
-		pool.Close()
-		t.Fatalf("previous schema: %v", err)
-	}
-	old := storetest.Telemetry()
+	pool, old := olderDatabase(t, url, chunksSchema)
 	n := 0
-	for i := range old {
-		m := &old[i]
-		err := pool.QueryRow(ctx, `INSERT INTO messages
-			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
-			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
-		if err != nil {
-			pool.Close()
-			t.Fatalf("insert old rows: %v", err)
-		}
+	for _, m := range old {
 		// As the previous version stored them: a row a value.
 		for _, v := range values.Extract(nil, m.Payload) {
 			_, err := pool.Exec(ctx, `WITH s AS (INSERT INTO series (topic, field) VALUES ($1, $2)
@@ -305,6 +271,33 @@ func TestMigrateMovesValuesIntoChunks(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Errorf("newest values %v, want %v", got, want)
 	}
+}
+
+// olderDatabase migrates the database at url up to the migration before
+// step and inserts storetest.Telemetry's messages as rows of that version
+// (their ids set), without what else that version kept of them.
+func olderDatabase(t *testing.T, url, step string) (*pgxpool.Pool, []store.Message) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrate(ctx, pool, migrations[:slices.Index(migrations, step)]); err != nil {
+		t.Fatalf("previous schema: %v", err)
+	}
+	old := storetest.Telemetry()
+	for i := range old {
+		m := &old[i]
+		err := pool.QueryRow(ctx, `INSERT INTO messages
+			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES ($1, $2, 1, false, false, $3, 'c', 1) RETURNING id`,
+			m.Topic, m.Payload, m.ReceivedAt).Scan(&m.ID)
+		if err != nil {
+			t.Fatalf("insert old rows: %v", err)
+		}
+	}
+	return pool, old
 }
 
 // twoMembers is one store whose FillValues calls alternate between two

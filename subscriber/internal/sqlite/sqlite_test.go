@@ -233,12 +233,31 @@ func TestRowsWrittenByOthersAreFound(t *testing.T) {
 // migrated, and its rows get their values from FillValues.
 func TestMigrateFillsValues(t *testing.T) {
 	ctx := context.Background()
+	path, db, old := olderFile(t, valuesSchema)
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	storetest.CheckFilled(t, s, old, 2)
+}
+
+// olderFile makes a file migrated up to the migration before step and
+// inserts storetest.Telemetry's messages as rows of that version (their
+// ids set), without what else that version kept of them. The caller
+// closes db.
+func olderFile(t *testing.T, step string) (string, *sql.DB, []store.Message) {
+	t.Helper()
+	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "messages.db")
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	if err := migrate(ctx, db, migrations[:slices.Index(migrations, valuesSchema)]); err != nil {
+	if err := migrate(ctx, db, migrations[:slices.Index(migrations, step)]); err != nil {
 		t.Fatalf("previous schema: %v", err)
 	}
 	old := storetest.Telemetry()
@@ -261,41 +280,15 @@ func TestMigrateFillsValues(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatalf("commit old rows: %v", err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatalf("open and migrate: %v", err)
-	}
-	defer s.Close()
-	storetest.CheckFilled(t, s, old, 2)
+	return path, db, old
 }
 
 // A file whose values had a row each: the migration drops them, and
 // FillValues extracts them again into chunks.
 func TestMigrateFillsValueChunks(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "messages.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	if err := migrate(ctx, db, migrations[:slices.Index(migrations, chunksSchema)]); err != nil {
-		t.Fatalf("previous schema: %v", err)
-	}
-	old := storetest.Telemetry()
-	for i := range old {
-		m := &old[i]
-		res, err := db.ExecContext(ctx, `INSERT INTO messages
-			(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id) VALUES (?, ?, 1, 0, 0, ?, 'c', 1)`,
-			m.Topic, m.Payload, m.ReceivedAt.UnixMicro())
-		if err != nil {
-			t.Fatalf("insert old rows: %v", err)
-		}
-		if m.ID, err = res.LastInsertId(); err != nil {
-			t.Fatalf("insert old rows: %v", err)
-		}
+	path, db, old := olderFile(t, chunksSchema)
+	for _, m := range old {
 		for _, v := range values.Extract(nil, m.Payload) {
 			if _, err := db.ExecContext(ctx, `INSERT INTO series (topic, field) VALUES (?, ?) ON CONFLICT DO NOTHING`, m.Topic, v.Field); err != nil {
 				t.Fatalf("insert old series: %v", err)
