@@ -229,9 +229,10 @@ func thousands(n int64) string {
 	return b.String()
 }
 
-// Write stores r as JSON under dir: <date>.json and latest.json for a full
-// run; quick.json or partial.json for a -quick or -only one, which are not
-// measurements to keep.
+// Write stores r as JSON under dir: <date>-<HHMM>.json (its start, UTC) and
+// latest.json for a full run, so that a second run of the day keeps the
+// first; quick.json or partial.json for a -quick or -only one, which are
+// not measurements to keep.
 func (r Report) Write(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -241,7 +242,7 @@ func (r Report) Write(dir string) ([]string, error) {
 		return nil, fmt.Errorf("encode report: %w", err)
 	}
 	b = append(b, '\n')
-	names := []string{r.Date + ".json", "latest.json"}
+	names := []string{r.Date + r.Started.UTC().Format("-1504") + ".json", "latest.json"}
 	if r.Kind != kindFull {
 		names = []string{r.Kind + ".json"}
 	}

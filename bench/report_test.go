@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestJudge(t *testing.T) {
@@ -66,7 +67,8 @@ func TestThousands(t *testing.T) {
 
 func TestReportWrite(t *testing.T) {
 	dir := t.TempDir()
-	r := Report{Date: "2026-11-24", Kind: kindFull, Figures: []Figure{measured("x", "ms", 1, nil, Target{})}}
+	r := Report{Date: "2026-11-24", Started: time.Date(2026, 11, 24, 22, 56, 31, 0, time.UTC), Kind: kindFull,
+		Figures: []Figure{measured("x", "ms", 1, nil, Target{})}}
 	paths, err := r.Write(dir)
 	if err != nil {
 		t.Fatalf("Write: %v", err)
@@ -75,7 +77,7 @@ func TestReportWrite(t *testing.T) {
 	for _, p := range paths {
 		got = append(got, filepath.Base(p))
 	}
-	if want := []string{"2026-11-24.json", "latest.json"}; strings.Join(got, ",") != strings.Join(want, ",") {
+	if want := []string{"2026-11-24-2256.json", "latest.json"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("wrote %v, want %v", got, want)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "latest.json"))
