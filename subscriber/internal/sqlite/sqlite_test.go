@@ -53,6 +53,42 @@ func TestReopenKeepsSchemaAndRows(t *testing.T) {
 	}
 }
 
+// Readers keep a page cache of readerCacheKiB and the writer SQLite's
+// 2 MiB, unless CacheSize asks for another size for all of them.
+func TestReaderCacheSize(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name           string
+		opts           []Option
+		writer, reader int
+	}{
+		{"default", nil, -2000, -readerCacheKiB},
+		{"CacheSize", []Option{CacheSize(65536)}, -65536, -65536},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Open(ctx, filepath.Join(t.TempDir(), "messages.db"), tt.opts...)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer s.Close()
+			h := s.h.Load()
+			for _, c := range []struct {
+				db   *sql.DB
+				name string
+				want int
+			}{{h.w, "writer", tt.writer}, {h.r, "reader", tt.reader}} {
+				var got int
+				if err := c.db.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&got); err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				if got != c.want {
+					t.Errorf("%s cache_size = %d, want %d", c.name, got, c.want)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkInsertBatch100(b *testing.B)  { storetest.BenchmarkInsert(b, openTemp, 100) }
 func BenchmarkInsertBatch500(b *testing.B)  { storetest.BenchmarkInsert(b, openTemp, 500) }
 func BenchmarkInsertBatch2000(b *testing.B) { storetest.BenchmarkInsert(b, openTemp, 2000) }
