@@ -115,14 +115,7 @@ func TestMigrateKeepsWhatRowsSayOfPacketIDs(t *testing.T) {
 		('old', x'', 1, 0, 0, 0, 'c', 1), ('newer', x'', 2, 0, 0, 0, 'c', 1), ('zero', x'', 0, 0, 0, 0, 'c', 0)`); err != nil {
 		t.Fatalf("insert old rows: %v", err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatalf("open and migrate: %v", err)
-	}
-	defer s.Close()
+	s := openMigrated(t, db, path)
 	old, err := s.List(ctx, store.Query{Filter: "#", Limit: 10})
 	if err != nil || len(old) != 3 {
 		t.Fatalf("old rows: %+v, err %v, want 3", old, err)
@@ -268,17 +261,25 @@ func TestRowsWrittenByOthersAreFound(t *testing.T) {
 // A file of the previous schema: its topics are counted when it is
 // migrated, and its rows get their values from FillValues.
 func TestMigrateFillsValues(t *testing.T) {
-	ctx := context.Background()
 	path, db, old := olderFile(t, valuesSchema)
+	s := openMigrated(t, db, path)
+	storetest.CheckFilled(t, s, old, 2)
+}
+
+// openMigrated closes db, the older version's handle on the file at path,
+// and opens the file as a Store, which migrates it; the Store is closed
+// when the test ends.
+func openMigrated(t *testing.T, db *sql.DB, path string) *Store {
+	t.Helper()
 	if err := db.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	s, err := Open(ctx, path)
+	s, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatalf("open and migrate: %v", err)
 	}
-	defer s.Close()
-	storetest.CheckFilled(t, s, old, 2)
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // olderFile makes a file migrated up to the migration before step and
@@ -339,14 +340,7 @@ func TestMigrateFillsValueChunks(t *testing.T) {
 	if _, err := db.ExecContext(ctx, recountTopics+`; UPDATE values_backfill SET next_id = last_id`); err != nil {
 		t.Fatalf("count the old rows: %v", err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatalf("open and migrate: %v", err)
-	}
-	defer s.Close()
+	s := openMigrated(t, db, path)
 	storetest.CheckFilled(t, s, old, 2)
 }
 
