@@ -123,13 +123,11 @@ func (h *handles) insertValues(ctx context.Context, tx *sql.Tx, msgs []store.Mes
 			last := run[len(run)-1] // the newest: the run is by time, then id
 			// A chunk of one value is its last value and no data: a slow
 			// series' row is no bigger than a row a value was.
-			var packed []byte
+			packed := []byte{}
 			if len(run) > 1 {
 				start := len(data)
 				data = encodeChunk(data, run)
 				packed = data[start:]
-			} else {
-				packed = []byte{}
 			}
 			args = append(args, last.series, last.at, last.message, last.value, run[0].at, packed)
 		}
