@@ -242,7 +242,7 @@ func (r Report) Write(dir string) ([]string, error) {
 		return nil, fmt.Errorf("encode report: %w", err)
 	}
 	b = append(b, '\n')
-	names := []string{r.Date + r.Started.UTC().Format("-1504") + ".json", "latest.json"}
+	names := []string{r.Started.UTC().Format("2006-01-02-1504") + ".json", "latest.json"}
 	if r.Kind != kindFull {
 		names = []string{r.Kind + ".json"}
 	}
