@@ -5,10 +5,13 @@ package harness
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,15 +37,46 @@ func Missing(tb testing.TB, why string) {
 	tb.Skipf("%s", why)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// below the kernel's range of ephemeral ports: a port of that range can be
+// taken between this call and the server's bind by the local end of any
+// outgoing connection (a NATS node once failed to bind its MQTT port so).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
+	const low = 10000
+	high, ok := ephemeralLow()
+	for i := 0; ok && i < 100; i++ {
+		p := low + rand.IntN(high-low)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		return p
+	}
+	// No room below the ephemeral ports (or none found): one of them.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("find free port: %v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ephemeralLow is the first port the kernel hands out to sockets bound to
+// port 0 and to outgoing connections, and whether it leaves room above
+// 10000 for FreePort.
+func ephemeralLow() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[0])
+	return n, err == nil && n > 11000
 }
 
 // RepoRoot is the directory holding go.work.
