@@ -184,8 +184,8 @@ func (s *Store) queueValues(ctx context.Context, tx pgx.Tx, b *pgx.Batch, msgs [
 	b.Queue(`INSERT INTO value_chunks (series_id, first_at, last_at, last_message_id, last_number, ats, message_ids, numbers)
 		SELECT min(series_id), min(at), max(at), ($7::bigint[])[chunk + 1], ($8::float8[])[chunk + 1],
 			array_agg(at), array_agg(message_id), array_agg(number)
-		FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::float8[])
-			AS u(chunk, series_id, at, message_id, number)
+		FROM (SELECT unnest($1::integer[]) AS chunk, unnest($2::bigint[]) AS series_id, unnest($3::timestamptz[]) AS at,
+			unnest($4::bigint[]) AS message_id, unnest($5::float8[]) AS number) u
 		WHERE 'series'::regclass::oid = $6 GROUP BY chunk`, chunks, sids, ats, mids, nums, oid, lastIDs, lastNums).Exec(func(ct pgconn.CommandTag) error {
 		if ct.RowsAffected() != int64(len(number)) {
 			s.series.reset()
