@@ -60,7 +60,7 @@ func benchmarkWriters(b *testing.B, order string, writers, size int) {
 		defer wg.Wait()
 		defer stop()
 		for _, s := range stores {
-			wg.Go(func() { s.Follow(fctx, slog.New(slog.DiscardHandler), 0, func([]store.Message) {}) })
+			wg.Go(func() { s.Follow(fctx, slog.New(slog.DiscardHandler), 0, func([]store.Message) {}, nil) })
 		}
 	}
 	if change != "" {

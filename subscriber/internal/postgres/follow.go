@@ -51,8 +51,16 @@ func listAfter(ctx context.Context, q querier, after int64, limit int) ([]store.
 // LastID is the newest stored id, 0 when there is none: the position from
 // which to Follow what is stored from now on.
 func (s *Store) LastID(ctx context.Context) (int64, error) {
-	var id int64
-	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&id); err != nil {
+	return lastID(ctx, s.pool)
+}
+
+func lastID(ctx context.Context, q querier) (int64, error) {
+	rows, err := q.Query(ctx, "SELECT coalesce(max(id), 0) FROM messages")
+	if err != nil {
+		return 0, fmt.Errorf("read the newest message id: %w", err)
+	}
+	id, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	if err != nil {
 		return 0, fmt.Errorf("read the newest message id: %w", err)
 	}
 	return id, nil
@@ -68,7 +76,13 @@ func (s *Store) LastID(ctx context.Context) (int64, error) {
 // connection drops it connects again, with backoff, and carries on from the
 // last id it delivered. deliver is called from one goroutine; it must not
 // block for long, as the follower reads nothing meanwhile.
-func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliver func([]store.Message)) {
+//
+// While watched returns false (no stream is open), the follower reads only
+// the newest id and moves on to it, without reading or delivering the rows:
+// reading back every commit cost the server and this process about as much
+// as a third index on messages, for nobody (nil: always watched). See
+// readAll for why a stream opened meanwhile misses nothing.
+func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliver func([]store.Message), watched func() bool) {
 	cfg := s.pool.Config().ConnConfig.Copy()
 	name := cfg.RuntimeParams["application_name"]
 	if name == "" {
@@ -80,7 +94,7 @@ func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliv
 	backoff := 100 * time.Millisecond
 	failing := false
 	for ctx.Err() == nil {
-		err := follow(ctx, cfg, &after, deliver, func() {
+		err := follow(ctx, cfg, &after, deliver, watched, func() {
 			backoff = 100 * time.Millisecond
 			if failing {
 				failing = false
@@ -106,7 +120,7 @@ func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliv
 // (and every followIdle) until an error or ctx ends. LISTEN comes before the
 // first read, so a commit is either seen by that read or notified after it.
 // up is called once the connection has listened and read.
-func follow(ctx context.Context, cfg *pgx.ConnConfig, after *int64, deliver func([]store.Message), up func()) error {
+func follow(ctx context.Context, cfg *pgx.ConnConfig, after *int64, deliver func([]store.Message), watched func() bool, up func()) error {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -120,7 +134,7 @@ func follow(ctx context.Context, cfg *pgx.ConnConfig, after *int64, deliver func
 		return fmt.Errorf("listen: %w", err)
 	}
 	for first := true; ; first = false {
-		if err := readAll(ctx, conn, after, deliver); err != nil {
+		if err := readAll(ctx, conn, after, deliver, watched); err != nil {
 			return err
 		}
 		if first {
@@ -137,7 +151,25 @@ func follow(ctx context.Context, cfg *pgx.ConnConfig, after *int64, deliver func
 
 // readAll delivers the rows after *after, a page at a time, until a page
 // comes back short.
-func readAll(ctx context.Context, conn *pgx.Conn, after *int64, deliver func([]store.Message)) error {
+//
+// Unwatched, it skips to the newest id instead, and only if still unwatched
+// once that id is read: a stream that subscribed before that second look
+// gets the rows delivered; one that subscribes after it replays from the
+// store, which by then holds every row up to that id (ids are in commit
+// order), and takes the rows above it live from the next read.
+func readAll(ctx context.Context, conn *pgx.Conn, after *int64, deliver func([]store.Message), watched func() bool) error {
+	if watched != nil && !watched() {
+		rctx, cancel := context.WithTimeout(ctx, followQueryTimeout)
+		last, err := lastID(rctx, conn)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if !watched() {
+			*after = max(*after, last)
+			return nil
+		}
+	}
 	for {
 		rctx, cancel := context.WithTimeout(ctx, followQueryTimeout)
 		msgs, err := listAfter(rctx, conn, *after, followPage)

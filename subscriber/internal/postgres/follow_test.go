@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,7 +255,7 @@ func TestFollowConcurrentWriters(t *testing.T) {
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		s.Follow(fctx, slog.New(slog.NewTextHandler(&logs, nil)), after, c.deliver)
+		s.Follow(fctx, slog.New(slog.NewTextHandler(&logs, nil)), after, c.deliver, nil)
 	}()
 	defer func() { stop(); <-followed }()
 
@@ -325,4 +326,53 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// While nobody watches, the follower moves past the rows stored without
+// reading or delivering them; once watched, it delivers the rows stored
+// from then on, each once.
+func TestFollowUnwatched(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, pgtest.Database(t))
+	var (
+		watching atomic.Bool
+		looks    atomic.Int64 // calls of watched
+	)
+	watched := func() bool { looks.Add(1); return watching.Load() }
+	var c collector
+	fctx, stop := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		s.Follow(fctx, slog.New(slog.DiscardHandler), 0, c.deliver, watched)
+	}()
+	defer func() { stop(); <-followed }()
+	waitLooks := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for looks.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the follower looked %d times, want %d", looks.Load(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitLooks(2) // the first read, unwatched: a look before and after the newest id
+
+	unwatched := rows(1, 5)
+	if err := s.Insert(ctx, unwatched); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	waitLooks(4) // the read the commit's notification wakes
+	watching.Store(true)
+	watchedRows := rows(2, 3)
+	if err := s.Insert(ctx, watchedRows); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.got()) < len(watchedRows) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // anything delivered twice shows up now
+	checkSequence(t, "follower", c.got(), ids(watchedRows))
 }
