@@ -131,7 +131,9 @@ func (b *bench) peers(ctx context.Context) (err error) {
 			return c
 		}
 		defer b.stop(s.proc)
+		stopProfile := b.profile(s.proc, s.name)
 		stored, elapsed, _, err := waitStored(ctx, s.proc, n, b.cfg.IngestLimit, start)
+		stopProfile()
 		pgURL := ""
 		if !strings.HasPrefix(s.url, "sqlite:") {
 			pgURL = s.url
