@@ -108,7 +108,10 @@ func feedHub(ctx context.Context, log *slog.Logger, st store.Store, hub *stream.
 	if err != nil {
 		return nil, nil, err
 	}
-	return nil, func(ctx context.Context) error { pg.Follow(ctx, log, after, hub.Publish, func() bool { return hub.Clients() > 0 }); return nil }, nil
+	return nil, func(ctx context.Context) error {
+		pg.Follow(ctx, log, after, hub.Publish, func() bool { return hub.Clients() > 0 })
+		return nil
+	}, nil
 }
 
 // newBackfill extracts, beside ingest, the values of messages stored
