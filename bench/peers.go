@@ -124,14 +124,14 @@ func (b *bench) peers(ctx context.Context) (err error) {
 			}
 		}
 	}
-	drainSubscriber := func(s *subscriberRun) contender {
+	drainSubscriber := func(s *subscriberRun, round int) contender {
 		c := contender{name: s.name}
 		start := time.Now()
 		if c.err = s.proc.Restart(ctx); c.err != nil {
 			return c
 		}
 		defer b.stop(s.proc)
-		stopProfile := b.profile(s.proc, s.name)
+		stopProfile := b.profile(s.proc, fmt.Sprintf("%s-%d", s.name, round))
 		stored, elapsed, _, err := waitStored(ctx, s.proc, n, b.cfg.IngestLimit, start)
 		stopProfile()
 		pgURL := ""
@@ -158,21 +158,21 @@ func (b *bench) peers(ctx context.Context) (err error) {
 	}
 	type step struct {
 		key   string
-		drain func() contender
+		drain func(round int) contender
 	}
-	steps := []step{{"subscriber sqlite", func() contender { return drainSubscriber(subs[0]) }}}
+	steps := []step{{"subscriber sqlite", func(round int) contender { return drainSubscriber(subs[0], round) }}}
 	if bin != "" {
 		path := filepath.Join(b.dir, "telegraf.db")
 		config := telegrafConfig(b.broker.URL(), telegrafSQLiteID, peerPrefix+"/#", telegrafSQLite(path))
-		steps = append(steps, step{"telegraf sqlite", func() contender {
+		steps = append(steps, step{"telegraf sqlite", func(int) contender {
 			return drainTelegraf("telegraf-sqlite", config, func() (rowCounter, error) { return openSQLiteRows(path) }, "")
 		}})
 	}
 	if pgSub != "" {
-		steps = append(steps, step{"subscriber postgres", func() contender { return drainSubscriber(subs[1]) }})
+		steps = append(steps, step{"subscriber postgres", func(round int) contender { return drainSubscriber(subs[1], round) }})
 		if bin != "" {
 			config := telegrafConfig(b.broker.URL(), telegrafPostgresID, peerPrefix+"/#", telegrafPostgres(pgTelegraf))
-			steps = append(steps, step{"telegraf postgres", func() contender {
+			steps = append(steps, step{"telegraf postgres", func(int) contender {
 				return drainTelegraf("telegraf-postgres", config, func() (rowCounter, error) { return openPostgresRows(ctx, pgTelegraf) }, pgTelegraf)
 			}})
 		}
@@ -190,7 +190,7 @@ func (b *bench) peers(ctx context.Context) (err error) {
 			slices.Reverse(order)
 		}
 		for _, st := range order {
-			c := st.drain()
+			c := st.drain(round)
 			if c.err == nil {
 				b.logf("round %d: %-20s %9.0f msg/s", round+1, st.key, c.rate())
 			}
