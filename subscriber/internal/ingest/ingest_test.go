@@ -522,7 +522,7 @@ func TestResetStoreGetsTheLedgerBack(t *testing.T) {
 		t.Fatalf("open: %v", err)
 	}
 	defer db.Close()
-	if _, err := db.Exec(`DELETE FROM deliveries`); err != nil {
+	if _, err := db.Exec(`DELETE FROM delivery_pages`); err != nil {
 		t.Fatalf("forget: %v", err)
 	}
 	ses, _ := fs.LoadSession(context.Background(), "sub")

@@ -103,6 +103,7 @@ var migrations = []string{
 	CREATE TRIGGER messages_topic_added AFTER INSERT ON messages
 		WHEN new.batch_key = 0 AND NOT EXISTS (SELECT 1 FROM topics WHERE name = new.topic)
 		BEGIN INSERT INTO topics (name) VALUES (new.topic); END;`,
+	pagesSchema,
 }
 
 // valuesSchema keeps the numbers of the payloads (package values) and what

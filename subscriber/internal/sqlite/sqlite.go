@@ -75,7 +75,8 @@ type handles struct {
 	r    *sql.DB // readers (WAL lets them run beside the writer)
 
 	inserts      [len(chunkSizes)]*sql.Stmt // multi-row inserts on w, by chunk size
-	upserts      [len(chunkSizes)]*sql.Stmt // multi-row upserts of deliveries on w, by chunk size
+	pageWrites   [len(chunkSizes)]*sql.Stmt // multi-row writes of delivery pages on w, by chunk size
+	pageRead     *sql.Stmt                  // a range of delivery pages, on w
 	chunkInserts [len(chunkSizes)]*sql.Stmt // the same, of value_chunks
 	topicUpserts [len(chunkSizes)]*sql.Stmt // the counts of topics, by chunk size
 	series       seriesCache
@@ -198,8 +199,8 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 		if h.inserts[k], err = w.PrepareContext(ctx, insertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), h.close())
 		}
-		if h.upserts[k], err = w.PrepareContext(ctx, upsertSQL(n)); err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare upsert of %d deliveries: %w", n, err), h.close())
+		if h.pageWrites[k], err = w.PrepareContext(ctx, pageWriteSQL(n)); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare the write of %d delivery pages: %w", n, err), h.close())
 		}
 		if h.chunkInserts[k], err = w.PrepareContext(ctx, chunkInsertSQL(n)); err != nil {
 			return nil, errors.Join(fmt.Errorf("prepare insert of %d chunks of values: %w", n, err), h.close())
@@ -208,12 +209,15 @@ func (s *Store) openHandles(ctx context.Context) (*handles, error) {
 			return nil, errors.Join(fmt.Errorf("prepare the counts of %d topics: %w", n, err), h.close())
 		}
 	}
+	if h.pageRead, err = w.PrepareContext(ctx, pageReadSQL); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare the read of delivery pages: %w", err), h.close())
+	}
 	return h, nil
 }
 
 func (h *handles) close() error {
 	errs := []error{h.stmts.close()}
-	for _, st := range append(append(append(h.inserts[:], h.upserts[:]...), h.chunkInserts[:]...), h.topicUpserts[:]...) {
+	for _, st := range append(append(append(append(h.inserts[:], h.pageWrites[:]...), h.chunkInserts[:]...), h.topicUpserts[:]...), h.pageRead) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -386,16 +390,6 @@ func insertSQL(rows int) string {
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?),", rows), ",")
 }
 
-const upsertColumns = 8
-
-// upsertSQL records rows deliveries, one per packet id.
-func upsertSQL(rows int) string {
-	return `INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?),", rows), ",") +
-		` ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
-		seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`
-}
-
 // Insert stores msgs in one transaction.
 func (s *Store) Insert(ctx context.Context, msgs []store.Message) error {
 	return s.Commit(ctx, &store.Commit{Messages: msgs})
@@ -493,31 +487,8 @@ func (h *handles) insert(ctx context.Context, tx *sql.Tx, msgs []store.Message) 
 
 // writeSession records c's session state; ids are the ids of c.Messages.
 func (h *handles) writeSession(ctx context.Context, tx *sql.Tx, c *store.Commit, ids []int64) error {
-	args := make([]any, 0, chunkSizes[0]*upsertColumns)
-	for done := 0; done < len(c.Deliveries); {
-		k := 0
-		for chunkSizes[k] > len(c.Deliveries)-done {
-			k++
-		}
-		n := chunkSizes[k]
-		args = args[:0]
-		for _, d := range c.Deliveries[done : done+n] {
-			id := d.MessageID
-			if d.Message >= 0 {
-				id = ids[d.Message]
-			}
-			args = append(args, c.ClientID, int64(d.PacketID), int64(d.QoS), d.Conn, d.Seq, id, int64(d.Hash), d.Pending)
-		}
-		if _, err := tx.StmtContext(ctx, h.upserts[k]).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("record %d deliveries: %w", n, err)
-		}
-		done += n
-	}
-	for _, pid := range c.Released {
-		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET pending = 0 WHERE client_id = ? AND packet_id = ?`,
-			c.ClientID, int64(pid)); err != nil {
-			return fmt.Errorf("release %d: %w", pid, err)
-		}
+	if err := h.writeDeliveries(ctx, tx, c, ids); err != nil {
+		return err
 	}
 	for conn, seq := range c.Acked {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO acked (client_id, conn, seq) VALUES (?, ?, ?)
@@ -536,13 +507,8 @@ func (h *handles) writeSession(ctx context.Context, tx *sql.Tx, c *store.Commit,
 	if c.Connected != 0 {
 		// Once a connection: forget what a new session made void, and
 		// the marks of connections no delivery refers to any more.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE client_id = ?1
-			AND conn < (SELECT epoch FROM sessions WHERE client_id = ?1)`, c.ClientID); err != nil {
-			return fmt.Errorf("forget deliveries of an ended session: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM acked WHERE client_id = ?1
-			AND conn < coalesce((SELECT min(conn) FROM deliveries WHERE client_id = ?1), ?2)`, c.ClientID, c.Connected); err != nil {
-			return fmt.Errorf("forget acknowledgement marks: %w", err)
+		if err := h.forgetVoid(ctx, tx, c.ClientID, c.Connected); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -859,23 +825,16 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
 	}
-	rows, err = w.QueryContext(ctx, `SELECT packet_id, qos, conn, seq, message_id, hash, pending
-		FROM deliveries WHERE client_id = ? AND conn >= ?`, clientID, ses.Epoch)
+	pages, nos, err := allPages(ctx, w, clientID)
 	if err != nil {
-		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+		return store.Session{}, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var d store.Delivery
-		var pid, qos, hash int64
-		if err := rows.Scan(&pid, &qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending); err != nil {
-			return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
-		}
-		d.PacketID, d.QoS, d.Hash = uint16(pid), byte(qos), uint64(hash)
-		ses.Deliveries = append(ses.Deliveries, d)
-	}
-	if err := rows.Err(); err != nil {
-		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
+	for _, no := range nos {
+		pages[no].each(func(d *store.Delivery) {
+			if d.Conn >= ses.Epoch {
+				ses.Deliveries = append(ses.Deliveries, *d)
+			}
+		})
 	}
 	return ses, nil
 }
@@ -883,18 +842,7 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 // Delivery reads clientID's record of packetID through the writer
 // connection, so that it sees every commit.
 func (s *Store) Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error) {
-	d := store.Delivery{PacketID: packetID}
-	var qos, hash int64
-	err := s.h.Load().w.QueryRowContext(ctx, `SELECT qos, conn, seq, message_id, hash, pending FROM deliveries
-		WHERE client_id = ? AND packet_id = ?`, clientID, int64(packetID)).Scan(&qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return store.Delivery{}, store.ErrNotFound
-	case err != nil:
-		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
-	}
-	d.QoS, d.Hash = byte(qos), uint64(hash)
-	return d, nil
+	return delivery(ctx, s.h.Load().w, clientID, packetID)
 }
 
 // BatchIDs returns the ids of the rows stored with key, among those received
