@@ -384,8 +384,11 @@ var chunkSizes = [...]int{128, 32, 8, 1}
 
 const insertColumns = 9
 
+// insertSQL inserts rows messages. OR FAIL, as chunkInsertSQL: no
+// statement journal for a statement whose failure rolls back the whole
+// transaction anyway (0.3 to 1.1 µs of CPU a message in commits of 2,000).
 func insertSQL(rows int) string {
-	return `INSERT INTO messages
+	return `INSERT OR FAIL INTO messages
 		(topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?),", rows), ",")
 }
