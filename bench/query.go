@@ -122,9 +122,10 @@ func fillStore(ctx context.Context, path string, rows int) (fill, error) {
 			return f, fmt.Errorf("commit: %w", err)
 		}
 	}
-	// As an import must: the subscriber counts what it commits itself, its
-	// triggers only keep the names (recountTopics in its sqlite package).
-	if _, err := db.ExecContext(ctx, `UPDATE topics SET (count, first_id, last_id) =
+	// As an import must: the subscriber names and counts the topics of what
+	// it commits itself (importedRows in its sqlite package).
+	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO topics (name) SELECT DISTINCT topic FROM messages;
+	UPDATE topics SET (count, first_id, last_id) =
 		(SELECT count(*), min(id), max(id) FROM messages WHERE topic = topics.name);
 	UPDATE topics SET first_at = (SELECT received_at FROM messages WHERE id = topics.first_id),
 		last_at = (SELECT received_at FROM messages WHERE id = topics.last_id)`); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/telemetry-stack/mqtt-stack/subscriber/internal/store"
@@ -62,7 +63,7 @@ func TestMigrateDeliveriesIntoPages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	if err := migrate(ctx, db, migrations[:len(migrations)-1]); err != nil {
+	if err := migrate(ctx, db, migrations[:slices.Index(migrations, pagesSchema)]); err != nil {
 		t.Fatalf("the schema before pages: %v", err)
 	}
 	want := map[string][]store.Delivery{

@@ -104,6 +104,12 @@ var migrations = []string{
 		WHEN new.batch_key = 0 AND NOT EXISTS (SELECT 1 FROM topics WHERE name = new.topic)
 		BEGIN INSERT INTO topics (name) VALUES (new.topic); END;`,
 	pagesSchema,
+	// The trigger that added the names of rows written by another
+	// program ran for every row the subscriber inserts, to find its batch
+	// key non-zero: about 1 µs of CPU a message, 8 % of a commit of 2,000
+	// (docs/performance.md). Such a program now adds the names itself,
+	// with the counts (importedRows).
+	`DROP TRIGGER messages_topic_added`,
 }
 
 // valuesSchema keeps the numbers of the payloads (package values) and what
@@ -123,9 +129,10 @@ var migrations = []string{
 // counts with one statement per batch: measured with BenchmarkInsertText500
 // (batches of 500 over 50 topics), that costs 0.2 to 0.25 µs of CPU a
 // message, 3 % of the batch, where an upsert per row in the trigger cost 1.1
-// to 1.5 µs, 13 to 21 %. The triggers go on keeping the
-// names, so that rows written by another program are found by wildcard
-// queries, but such rows are not counted (see recountTopics). Deletes keep
+// to 1.5 µs, 13 to 21 %. The triggers went on keeping the
+// names, so that rows written by another program were found by wildcard
+// queries, but such rows are not counted (see recountTopics; the trigger
+// on inserts went later, see importedRows). Deletes keep
 // the counts with the trigger per row: retention deletes in small batches.
 const valuesSchema = `CREATE TABLE series (
 		id    INTEGER PRIMARY KEY,
@@ -192,6 +199,12 @@ const chunksSchema = `CREATE TABLE value_chunks (
 	) WITHOUT ROWID;
 	DROP TABLE message_values;
 	UPDATE values_backfill SET next_id = 0, last_id = (SELECT coalesce(max(id), 0) FROM messages)`
+
+// importedRows is what a program that wrote rows into messages itself (an
+// import, the bench harness's fill) runs afterwards: their topics' names,
+// which Commit adds for its own rows, and every topic's counts.
+const importedRows = `INSERT OR IGNORE INTO topics (name) SELECT DISTINCT topic FROM messages;
+	` + recountTopics
 
 // recountTopics sets the counts and the oldest and newest messages of every
 // topic from the rows: once when the file is migrated, and by a program that
