@@ -92,6 +92,7 @@ func BenchmarkIngest(b *testing.B) {
 		if !i.commit(ctx, batch) {
 			b.Fatal("commit failed")
 		}
+		i.acksBusy.Wait()
 		// The broker answers the barrier's PINGREQ.
 		w.answered()
 		i.takeConfirmations()

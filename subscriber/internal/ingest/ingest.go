@@ -139,6 +139,11 @@ type Ingester struct {
 	judged       map[*wire]int64 // the last arrival of each connection taken into a batch
 	unsaved      map[int64]int64 // confirmed acknowledgement marks not yet committed
 	unsavedSince time.Time
+
+	// The writer hands each commit's acknowledgements to ackLoop, which
+	// gives them to Paho while the writer goes on to the next commit.
+	acks     chan ackBatch
+	acksBusy sync.WaitGroup // a batch handed on and not yet given to Paho
 }
 
 // New builds the client; nothing connects before Run.
@@ -172,7 +177,9 @@ func New(log *slog.Logger, cfg Config, st Store, m *metrics.Metrics) *Ingester {
 		wires:   map[int64]*wire{},
 		unsaved: map[int64]int64{},
 		judged:  map[*wire]int64{},
+		acks:    make(chan ackBatch, 1),
 	}
+	go i.ackLoop()
 	i.stopped, i.stop = context.WithCancel(context.Background())
 	for q := range i.received {
 		i.received[q] = m.Received.WithLabelValues(strconv.Itoa(q))

@@ -179,6 +179,7 @@ func mustCommit(t *testing.T, i *Ingester, arrivals ...*arrival) {
 	if !i.commit(ctx, &batch{arrivals: arrivals}) {
 		t.Fatal("commit failed")
 	}
+	i.acksBusy.Wait() // given to Paho
 }
 
 func stored(t *testing.T, fs *flakyStore) []store.Message {
@@ -440,6 +441,7 @@ func TestUncommittedIsNotAcked(t *testing.T) {
 	if ok := <-done; !ok {
 		t.Fatal("commit did not succeed once the store was back")
 	}
+	i.acksBusy.Wait()
 	cancel()
 	if c.n.Load() != 2 || len(stored(t, fs)) != 2 {
 		t.Errorf("after recovery: %d acked, %d stored, want 2 and 2", c.n.Load(), len(stored(t, fs)))
@@ -673,6 +675,7 @@ func TestArrivalLinesLeaveBeforeTheAcks(t *testing.T) {
 	if !i.commit(ctx, &batch{arrivals: i.collect(nil)}) {
 		t.Fatal("commit failed")
 	}
+	i.acksBusy.Wait()
 	want := []string{"line topic=a", "line topic=b", "line topic=c", "ack a", "ack b", "ack c"}
 	var got []string
 	for _, e := range ev.events {

@@ -37,7 +37,7 @@ type record struct {
 	a         *arrival      // the arrival itself, until its row is committed
 	openSince time.Duration // when it joined the ledger's open list (since clockStart)
 	live      bool          // it arrived in this process (else it was loaded)
-	ackSent   bool          // its acknowledgement was handed to Paho
+	ackSent   bool          // its acknowledgement was handed on to be sent (ackLoop)
 	matched   bool          // a redelivery under another packet id was taken for it
 }
 

@@ -359,16 +359,7 @@ func (i *Ingester) done(b *batch) {
 	// Every arrival's line is out before any acknowledgement.
 	i.flushArrivals()
 	var dropped, dups int
-	acked := map[*wire]int{}
-	for _, a := range b.arrivals {
-		if a.msg.QoS > 0 && !a.wire.closed() {
-			acked[a.wire]++
-		}
-	}
-	for w, n := range acked {
-		// They leave in one write(2) once Paho has written the last.
-		w.expect(n)
-	}
+	acks := ackBatch{arrivals: make([]*arrival, 0, len(b.arrivals)), per: map[*wire]int{}}
 	debug := i.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, a := range b.arrivals {
 		j := b.judged[k]
@@ -391,12 +382,16 @@ func (i *Ingester) done(b *batch) {
 			// acknowledged.
 			continue
 		}
+		// Handed on now, sent by ackLoop (unless the connection ends
+		// first): to the ledger it may be out from here on, which never
+		// takes a redelivery for less than it is.
 		j.rec.ackSent = true
-		a.ack.Ack()
-		a.wire.acked(a.seq)
+		acks.arrivals = append(acks.arrivals, a)
+		acks.per[a.wire]++
 	}
-	for w := range acked {
-		w.barrier()
+	if len(acks.arrivals) > 0 {
+		i.acksBusy.Add(1)
+		i.acks <- acks
 	}
 
 	var held int64
@@ -417,6 +412,36 @@ func (i *Ingester) done(b *batch) {
 	}
 	if i.cfg.Committed != nil && len(b.rows) > 0 {
 		i.cfg.Committed(b.rows)
+	}
+}
+
+// ackBatch is the acknowledgements of one commit, in the order of the
+// arrivals, and how many there are for each connection.
+type ackBatch struct {
+	arrivals []*arrival
+	per      map[*wire]int
+}
+
+// ackLoop gives each commit's acknowledgements to Paho, in order, while
+// the writer goes on: Paho takes them one at a time from its writer
+// goroutine, which the writer waited for (docs/performance.md).
+func (i *Ingester) ackLoop() {
+	for b := range i.acks {
+		for w, n := range b.per {
+			// They leave in one write(2) once Paho has written the last.
+			w.expect(n)
+		}
+		for _, a := range b.arrivals {
+			if a.wire.closed() {
+				continue
+			}
+			a.ack.Ack()
+			a.wire.acked(a.seq)
+		}
+		for w := range b.per {
+			w.barrier()
+		}
+		i.acksBusy.Done()
 	}
 }
 
@@ -441,6 +466,8 @@ func (i *Ingester) shutdown(pending *batch) error {
 		}
 	}
 	i.flushArrivals() // of arrivals refused or left uncommitted
+	i.acksBusy.Wait()
+	close(i.acks)
 	if i.client.IsConnectionOpen() {
 		if err := i.publishStatus("offline", 2*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
