@@ -120,17 +120,20 @@ func (s *Store) Commit(ctx context.Context, c *store.Commit) error {
 	vals := extract(c.Messages)
 	var created found
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		pages, epoch, err := sessionPages(ctx, tx, c)
+		if err != nil {
+			return err
+		}
 		if err := insertMessages(ctx, tx, c.Messages, ids); err != nil {
 			return err
 		}
 		var b pgx.Batch
-		var err error
 		if created, err = s.queueValues(ctx, tx, &b, c.Messages, ids, vals); err != nil {
 			return err
 		}
 		queueTopics(&b, c.Messages, ids)
 		if c.ClientID != "" {
-			queueSession(&b, c, ids)
+			queueSession(&b, c, ids, pages, epoch)
 		}
 		if b.Len() == 0 {
 			return nil
@@ -259,33 +262,9 @@ func queueTopics(b *pgx.Batch, msgs []store.Message, ids []int64) {
 		names, counts, firstIDs, firstAts, lastIDs, lastAts)
 }
 
-// queueSession queues c's session state; ids are the ids of c.Messages.
-func queueSession(b *pgx.Batch, c *store.Commit, ids []int64) {
-	if n := len(c.Deliveries); n > 0 {
-		pids, qos := make([]int32, n), make([]int16, n)
-		conns, seqs, mids, hashes := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		pending := make([]bool, n)
-		for k, d := range c.Deliveries {
-			mid := d.MessageID
-			if d.Message >= 0 {
-				mid = ids[d.Message]
-			}
-			pids[k], qos[k], conns[k], seqs[k], mids[k], hashes[k], pending[k] =
-				int32(d.PacketID), int16(d.QoS), d.Conn, d.Seq, mid, int64(d.Hash), d.Pending
-		}
-		b.Queue(`INSERT INTO deliveries (client_id, packet_id, qos, conn, seq, message_id, hash, pending)
-			SELECT $1, unnest($2::integer[]), unnest($3::smallint[]), unnest($4::bigint[]), unnest($5::bigint[]), unnest($6::bigint[]), unnest($7::bigint[]), unnest($8::boolean[])
-			ON CONFLICT (client_id, packet_id) DO UPDATE SET qos = excluded.qos, conn = excluded.conn,
-			seq = excluded.seq, message_id = excluded.message_id, hash = excluded.hash, pending = excluded.pending`,
-			c.ClientID, pids, qos, conns, seqs, mids, hashes, pending)
-	}
-	if len(c.Released) > 0 {
-		pids := make([]int32, len(c.Released))
-		for k, pid := range c.Released {
-			pids[k] = int32(pid)
-		}
-		b.Queue(`UPDATE deliveries SET pending = false WHERE client_id = $1 AND packet_id = ANY($2)`, c.ClientID, pids)
-	}
+// queueSession queues c's session state; ids are the ids of c.Messages,
+// pages and epoch what sessionPages read.
+func queueSession(b *pgx.Batch, c *store.Commit, ids []int64, pages map[int64]*store.Page, epoch int64) {
 	if len(c.Acked) > 0 {
 		conns, seqs := make([]int64, 0, len(c.Acked)), make([]int64, 0, len(c.Acked))
 		for conn, seq := range c.Acked {
@@ -302,14 +281,10 @@ func queueSession(b *pgx.Batch, c *store.Commit, ids []int64) {
 		epoch = GREATEST(sessions.epoch, excluded.epoch),
 		uncertain = GREATEST(sessions.uncertain, excluded.uncertain)`,
 		c.ClientID, c.Attempted, c.Connected, c.Epoch, c.Uncertain)
-	if c.Connected != 0 {
-		// Once a connection: forget what a new session made void, and
-		// the marks of connections no delivery refers to any more.
-		b.Queue(`DELETE FROM deliveries WHERE client_id = $1
-			AND conn < (SELECT epoch FROM sessions WHERE client_id = $1)`, c.ClientID)
-		b.Queue(`DELETE FROM acked WHERE client_id = $1
-			AND conn < coalesce((SELECT min(conn) FROM deliveries WHERE client_id = $1), $2)`, c.ClientID, c.Connected)
-	}
+	// Once a connection (c.Connected) it also forgets what a new session
+	// made void, and the marks of connections no delivery refers to any
+	// more.
+	queuePages(b, c, ids, pages, epoch)
 }
 
 const columns = "id, topic, payload, qos, retained, duplicate, received_at, client_id, packet_id, batch_key"
@@ -485,41 +460,10 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 	if _, err := pgx.ForEachRow(rows, []any{&conn, &seq}, func() error { ses.Acked[conn] = seq; return nil }); err != nil {
 		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
 	}
-	rows, err = s.pool.Query(ctx, `SELECT packet_id, qos, conn, seq, message_id, hash, pending
-		FROM deliveries WHERE client_id = $1 AND conn >= $2`, clientID, ses.Epoch)
-	if err != nil {
-		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
-	}
-	ses.Deliveries, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Delivery, error) {
-		var d store.Delivery
-		var pid int32
-		var qos int16
-		var hash int64
-		err := row.Scan(&pid, &qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
-		d.PacketID, d.QoS, d.Hash = uint16(pid), byte(qos), uint64(hash)
-		return d, err
-	})
-	if err != nil {
+	if ses.Deliveries, err = s.loadDeliveries(ctx, clientID, ses.Epoch); err != nil {
 		return store.Session{}, fmt.Errorf("load session of %s: %w", clientID, err)
 	}
 	return ses, nil
-}
-
-// Delivery reads clientID's record of packetID.
-func (s *Store) Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error) {
-	d := store.Delivery{PacketID: packetID}
-	var qos int16
-	var hash int64
-	err := s.pool.QueryRow(ctx, `SELECT qos, conn, seq, message_id, hash, pending FROM deliveries
-		WHERE client_id = $1 AND packet_id = $2`, clientID, int32(packetID)).Scan(&qos, &d.Conn, &d.Seq, &d.MessageID, &hash, &d.Pending)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return store.Delivery{}, store.ErrNotFound
-	case err != nil:
-		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
-	}
-	d.QoS, d.Hash = byte(qos), uint64(hash)
-	return d, nil
 }
 
 // BatchIDs returns the ids of the rows stored with key, among those received

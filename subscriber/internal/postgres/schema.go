@@ -93,6 +93,7 @@ var migrations = []string{
 	// its pages until they are rewritten.
 	`ALTER TABLE deliveries SET (fillfactor = 50);`,
 	chunksSchema,
+	pagesSchema,
 }
 
 // valuesSchema keeps the numbers of the payloads (package values) and what

@@ -833,7 +833,7 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 		return store.Session{}, err
 	}
 	for _, no := range nos {
-		pages[no].each(func(d *store.Delivery) {
+		pages[no].Each(func(d *store.Delivery) {
 			if d.Conn >= ses.Epoch {
 				ses.Deliveries = append(ses.Deliveries, *d)
 			}

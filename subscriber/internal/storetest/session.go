@@ -166,3 +166,110 @@ func testSessionModel(t *testing.T, o Opener) {
 		t.Fatal("the model ended with no records: the test tested nothing")
 	}
 }
+
+// RowDeliveries are delivery records of two clients as a store kept them
+// before pages, a row each (every field at its extremes): a store's test
+// writes them into its schema before pages, migrates, and checks them with
+// CheckDeliveries.
+func RowDeliveries() map[string][]store.Delivery {
+	return map[string][]store.Delivery{
+		"a": {
+			{PacketID: 1, QoS: 1, Conn: 2, Seq: 9, MessageID: 11, Hash: 1 << 63},
+			{PacketID: 2, QoS: 2, Conn: 2, Seq: 10, MessageID: 12, Hash: 42, Pending: true},
+			{PacketID: 15, QoS: 2, Conn: 3, Seq: 1 << 40, Hash: 1<<64 - 1},
+			{PacketID: 16, QoS: 1, Conn: 3, Seq: 2, MessageID: 1<<63 - 1, Hash: 5},
+			{PacketID: 65535, QoS: 2, Conn: 3, Seq: 3, MessageID: 99, Pending: true},
+		},
+		"b": {{PacketID: 1, QoS: 1, Conn: 1, Seq: 1, MessageID: 1, Hash: 1}},
+	}
+}
+
+// CheckDeliveries checks that s returns want's records (sessions of epoch
+// 1 or less), in order, from LoadSession and from Delivery.
+func CheckDeliveries(t *testing.T, s store.Store, want map[string][]store.Delivery) {
+	t.Helper()
+	ctx := context.Background()
+	for client, ds := range want {
+		ses, err := s.LoadSession(ctx, client)
+		if err != nil {
+			t.Fatalf("load session of %s: %v", client, err)
+		}
+		if len(ses.Deliveries) != len(ds) {
+			t.Fatalf("session of %s: %+v, want %+v", client, ses.Deliveries, ds)
+		}
+		for i, d := range ds {
+			if ses.Deliveries[i] != d {
+				t.Errorf("delivery %d of %s = %+v, want %+v", i, client, ses.Deliveries[i], d)
+			}
+			if got, err := s.Delivery(ctx, client, d.PacketID); err != nil || got != d {
+				t.Errorf("Delivery(%s, %d) = %+v, %v, want %+v", client, d.PacketID, got, err, d)
+			}
+		}
+	}
+}
+
+// testSessionConnackBeside commits a connection's records (Connected, as
+// at a CONNACK, which forgets what the epoch voided) again and again while
+// the writer commits deliveries, half of them void (of connection 0,
+// before the epoch) so that each of those commits has records to forget
+// in the pages the writer changes: no record of the epoch is lost to the
+// other commit's rewrite of its page.
+func testSessionConnackBeside(t *testing.T, o Opener) {
+	s := open(t, o)
+	ctx := context.Background()
+	if err := s.Commit(ctx, &store.Commit{ClientID: "c", Attempted: 1, Connected: 1, Epoch: 1}); err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	const rounds, per = 30, 200
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for k := int64(2); ; k++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := s.Commit(ctx, &store.Commit{ClientID: "c", Attempted: k, Connected: k}); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	want := map[uint16]store.Delivery{}
+	for r := range rounds {
+		c := &store.Commit{ClientID: "c"}
+		for k := range per {
+			id := uint16((r*per+k)%65535 + 1)
+			d := store.Delivery{PacketID: id, QoS: 1, Conn: int64(k % 2), Seq: int64(r*per + k + 1), MessageID: int64(r), Hash: uint64(k)}
+			c.Deliveries = append(c.Deliveries, store.CommitDelivery{Message: -1, Delivery: d})
+			if d.Conn == 1 {
+				want[id] = d
+			}
+		}
+		if err := s.Commit(ctx, c); err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("connection records: %v", err)
+	}
+	ses, err := s.LoadSession(ctx, "c")
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	got := map[uint16]store.Delivery{}
+	for _, d := range ses.Deliveries {
+		got[d.PacketID] = d // only those of the epoch
+	}
+	lost := 0
+	for id, d := range want {
+		if got[id] != d {
+			lost++
+		}
+	}
+	if lost > 0 || len(got) != len(want) {
+		t.Errorf("%d of %d records lost or changed, %d loaded", lost, len(want), len(got))
+	}
+}

@@ -95,6 +95,7 @@ func Run(t *testing.T, o Opener) {
 	t.Run("Session", func(t *testing.T) { testSession(t, o) })
 	t.Run("SessionEpoch", func(t *testing.T) { testSessionEpoch(t, o) })
 	t.Run("SessionModel", func(t *testing.T) { testSessionModel(t, o) })
+	t.Run("SessionConnackBeside", func(t *testing.T) { testSessionConnackBeside(t, o) })
 	t.Run("DeleteBefore", func(t *testing.T) { testDeleteBefore(t, o) })
 	t.Run("Series", func(t *testing.T) { testSeries(t, o) })
 	t.Run("SeriesExtremes", func(t *testing.T) { testSeriesExtremes(t, o) })
