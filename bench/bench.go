@@ -180,6 +180,7 @@ func runBench(ctx context.Context, cfg config, out io.Writer) (err error) {
 			continue
 		}
 		fmt.Fprintf(out, "bench: %s (%s in)\n", s.name, time.Since(b.start).Round(time.Second))
+		b.settle()
 		if err := s.run(ctx); err != nil {
 			b.logf("%s: %v", s.name, err)
 			for _, name := range s.figs {
@@ -295,6 +296,19 @@ func (b *bench) sample(p *Proc) {
 		return
 	}
 	b.peak[svc] = max(b.peak[svc], v)
+}
+
+// settle writes out what the scenarios before left in the kernel's page
+// cache (the peers' stores alone are hundreds of MiB), so that its
+// writeback, which the kernel starts about 30 s after the writes, does not
+// land in the next scenario's measurement: the end-to-end run's commits
+// each wait for a flush of the disk it would share.
+func (b *bench) settle() {
+	t := time.Now()
+	syscall.Sync()
+	if d := time.Since(t); d > time.Second {
+		b.logf("settle: sync took %s", d.Round(100*time.Millisecond))
+	}
 }
 
 // stop samples the peak RSS of p and stops it gracefully.

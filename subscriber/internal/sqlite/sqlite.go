@@ -109,9 +109,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	// an acknowledged message survives a power loss, not only a crash.
 	// wal_autocheckpoint(0): checkpoints run in the background
 	// (checkpoint), not inside whichever commit crosses the threshold.
-	// temp_store(MEMORY): the statement journal of a multi-row insert
-	// (which its trigger needs) stays in memory instead of a temporary
-	// file written with a system call per page.
+	// temp_store(MEMORY): the statement journal of a multi-row statement
+	// that needs one (the delivery pages' INSERT OR REPLACE) stays in
+	// memory instead of a temporary file written with a system call per
+	// page.
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)",
 		"wal_autocheckpoint(0)", "journal_size_limit(67108864)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
