@@ -348,7 +348,17 @@ func TestPublishBrokerKilled(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	m.kill()
-	time.Sleep(300 * time.Millisecond)
+	// Until the client has noticed: on a loaded machine Paho may take
+	// longer than the publishes in flight take to time out.
+	refused := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts["connection lost"]+counts["not connected"] > 0
+	}
+	for deadline := time.Now().Add(10 * time.Second); !refused() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	t.Logf("publishes by outcome: %v", counts)
