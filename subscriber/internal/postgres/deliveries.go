@@ -148,22 +148,13 @@ func (s *Store) loadDeliveries(ctx context.Context, clientID string, epoch int64
 
 // Delivery reads clientID's record of packetID.
 func (s *Store) Delivery(ctx context.Context, clientID string, packetID uint16) (store.Delivery, error) {
-	no := store.PageOf(packetID)
 	var data []byte
-	err := s.pool.QueryRow(ctx, `SELECT data FROM delivery_pages WHERE client_id = $1 AND page = $2`, clientID, no).Scan(&data)
+	err := s.pool.QueryRow(ctx, `SELECT data FROM delivery_pages WHERE client_id = $1 AND page = $2`, clientID, store.PageOf(packetID)).Scan(&data)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return store.Delivery{}, store.ErrNotFound
 	case err != nil:
 		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
 	}
-	p, err := store.DecodePage(no, data)
-	if err != nil {
-		return store.Delivery{}, err
-	}
-	d, ok := p.Get(packetID)
-	if !ok {
-		return store.Delivery{}, store.ErrNotFound
-	}
-	return d, nil
+	return store.Record(packetID, data)
 }

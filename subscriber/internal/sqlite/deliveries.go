@@ -190,22 +190,13 @@ func allPages(ctx context.Context, q querier, clientID string) (map[int64]*store
 
 // delivery reads clientID's record of packetID.
 func delivery(ctx context.Context, db *sql.DB, clientID string, packetID uint16) (store.Delivery, error) {
-	no := store.PageOf(packetID)
 	var data []byte
-	err := db.QueryRowContext(ctx, `SELECT data FROM delivery_pages WHERE client_id = ? AND page = ?`, clientID, no).Scan(&data)
+	err := db.QueryRowContext(ctx, `SELECT data FROM delivery_pages WHERE client_id = ? AND page = ?`, clientID, store.PageOf(packetID)).Scan(&data)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Delivery{}, store.ErrNotFound
 	case err != nil:
 		return store.Delivery{}, fmt.Errorf("read delivery %d of %s: %w", packetID, clientID, err)
 	}
-	p, err := store.DecodePage(no, data)
-	if err != nil {
-		return store.Delivery{}, err
-	}
-	d, ok := p.Get(packetID)
-	if !ok {
-		return store.Delivery{}, store.ErrNotFound
-	}
-	return d, nil
+	return store.Record(packetID, data)
 }

@@ -118,6 +118,20 @@ func DecodePage(no int64, data []byte) (*Page, error) {
 	return p, nil
 }
 
+// Record returns the record of id from data, the encoded records of its
+// page, or ErrNotFound.
+func Record(id uint16, data []byte) (Delivery, error) {
+	p, err := DecodePage(PageOf(id), data)
+	if err != nil {
+		return Delivery{}, err
+	}
+	d, ok := p.Get(id)
+	if !ok {
+		return Delivery{}, ErrNotFound
+	}
+	return d, nil
+}
+
 // ApplyCommit sets c's deliveries and releases in pages (by page number),
 // adding the pages it needs; ids are the ids of c.Messages. It returns the
 // numbers of the pages it changed, in order.
