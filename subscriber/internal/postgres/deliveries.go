@@ -82,28 +82,12 @@ func sessionPages(ctx context.Context, tx pgx.Tx, c *store.Commit) (map[int64]*s
 func queuePages(b *pgx.Batch, c *store.Commit, ids []int64, pages map[int64]*store.Page, epoch int64) {
 	write := store.ApplyCommit(pages, c, ids)
 	var gone []int64
-	oldest, found := c.Connected, false
+	var oldest int64
 	if c.Connected != 0 {
-		dirty := map[int64]bool{}
-		for _, no := range write {
-			dirty[no] = true
-		}
-		write = write[:0]
-		for no, p := range pages {
-			if p.Forget(epoch) || dirty[no] {
-				if p.Empty() {
-					gone = append(gone, no)
-				} else {
-					write = append(write, no)
-				}
-			}
-			p.Each(func(d *store.Delivery) {
-				if !found || d.Conn < oldest {
-					oldest, found = d.Conn, true
-				}
-			})
-		}
-		slices.Sort(write)
+		var changed []int64
+		changed, gone, oldest = store.ForgetVoid(pages, epoch, c.Connected)
+		write = slices.DeleteFunc(write, func(no int64) bool { return pages[no].Empty() })
+		write = slices.Compact(slices.Sorted(slices.Values(append(write, changed...))))
 	}
 	if len(write) > 0 {
 		data := make([][]byte, len(write))
@@ -136,11 +120,7 @@ func (s *Store) loadDeliveries(ctx context.Context, clientID string, epoch int64
 		if err != nil {
 			return err
 		}
-		p.Each(func(d *store.Delivery) {
-			if d.Conn >= epoch {
-				out = append(out, *d)
-			}
-		})
+		out = p.AppendSince(out, epoch)
 		return nil
 	})
 	return out, err

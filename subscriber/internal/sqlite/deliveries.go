@@ -121,27 +121,11 @@ func (h *handles) forgetVoid(ctx context.Context, tx *sql.Tx, clientID string, c
 	if err := tx.QueryRowContext(ctx, `SELECT epoch FROM sessions WHERE client_id = ?`, clientID).Scan(&epoch); err != nil {
 		return fmt.Errorf("read the epoch of %s: %w", clientID, err)
 	}
-	pages, nos, err := allPages(ctx, tx, clientID)
+	pages, _, err := allPages(ctx, tx, clientID)
 	if err != nil {
 		return err
 	}
-	oldest, found := connected, false
-	var empty, changed []int64
-	for _, no := range nos {
-		p := pages[no]
-		switch {
-		case !p.Forget(epoch):
-		case p.Empty():
-			empty = append(empty, no)
-		default:
-			changed = append(changed, no)
-		}
-		p.Each(func(d *store.Delivery) {
-			if !found || d.Conn < oldest {
-				oldest, found = d.Conn, true
-			}
-		})
-	}
+	changed, empty, oldest := store.ForgetVoid(pages, epoch, connected)
 	for _, no := range empty {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM delivery_pages WHERE client_id = ? AND page = ?`, clientID, no); err != nil {
 			return fmt.Errorf("forget delivery page %d: %w", no, err)

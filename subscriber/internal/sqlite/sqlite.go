@@ -834,11 +834,7 @@ func (s *Store) LoadSession(ctx context.Context, clientID string) (store.Session
 		return store.Session{}, err
 	}
 	for _, no := range nos {
-		pages[no].Each(func(d *store.Delivery) {
-			if d.Conn >= ses.Epoch {
-				ses.Deliveries = append(ses.Deliveries, *d)
-			}
-		})
+		ses.Deliveries = pages[no].AppendSince(ses.Deliveries, ses.Epoch)
 	}
 	return ses, nil
 }

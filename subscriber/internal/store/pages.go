@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 )
@@ -73,6 +74,43 @@ func (p *Page) Forget(epoch int64) bool {
 		}
 	})
 	return p.has != before
+}
+
+// AppendSince appends to out the records of connections from epoch on,
+// in the order of packet ids.
+func (p *Page) AppendSince(out []Delivery, epoch int64) []Delivery {
+	p.Each(func(d *Delivery) {
+		if d.Conn >= epoch {
+			out = append(out, *d)
+		}
+	})
+	return out
+}
+
+// ForgetVoid drops from pages (by page number) the records of connections
+// before epoch, which a new broker session voided. It returns the numbers
+// of the pages that lost records and hold others still, and of those left
+// empty, in order, and the oldest connection a record left refers to
+// (connected if none is left): acknowledgement marks of connections before
+// it serve nothing any more.
+func ForgetVoid(pages map[int64]*Page, epoch, connected int64) (changed, empty []int64, oldest int64) {
+	oldest, found := connected, false
+	for _, no := range slices.Sorted(maps.Keys(pages)) {
+		p := pages[no]
+		switch {
+		case !p.Forget(epoch):
+		case p.Empty():
+			empty = append(empty, no)
+		default:
+			changed = append(changed, no)
+		}
+		p.Each(func(d *Delivery) {
+			if !found || d.Conn < oldest {
+				oldest, found = d.Conn, true
+			}
+		})
+	}
+	return changed, empty, oldest
 }
 
 // Encode appends the records to buf: each the packet id (2 bytes), QoS +
